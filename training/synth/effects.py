@@ -45,7 +45,7 @@ def apply_lighting(img: F32, cond: Conditions, rng: np.random.Generator) -> F32:
             yy, xx = np.ogrid[:h, :w]
             r = rng.uniform(0.15, 0.35) * w
             pool = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r)).astype(np.float32)
-            img = img * (1 + 1.6 * pool[..., None] * np.array([0.6, 0.9, 1.2], np.float32))
+            img = img * (1 + 0.9 * pool[..., None] * np.array([0.6, 0.9, 1.2], np.float32))
     else:
         img = img * float(rng.uniform(0.85, 1.15))
     return img

@@ -52,10 +52,13 @@ def vehicle_oblique(rng: np.random.Generator, kind: str | None = None) -> Sprite
     w = 200 + abs(side)
     c = new_canvas(w + 10, h + 20)
     x0 = 5 + max(0, side)
-    if side:
-        sx = 5 if side > 0 else 5 + 200
-        poly(c, [(sx, h * 0.35), (sx + abs(side), h * 0.25), (sx + abs(side), h - 10), (sx, h)],
-             tuple(int(v * 0.75) for v in body[:3]) + (255,))
+    if side:  # the visible flank recedes: its far edge is shorter than the edge at the body
+        near, far = (x0, 5) if side > 0 else (x0 + 200, x0 + 200 + abs(side))
+        flank = tuple(int(v * 0.72) for v in body[:3]) + (255,)
+        poly(c, [(near, h * 0.3), (far, h * 0.4), (far, h - 24), (near, h - 12)], flank)
+        poly(c, [(near, h * 0.32), (far, h * 0.41), (far, h * 0.5), (near, h * 0.48)], glass)
+        wx = (near + far) / 2
+        rect(c, wx - 8, h - 30, wx + 8, h - 8, dark)
     if kind == "truck":
         rect(c, x0, 0, x0 + 200, h * 0.72, color(rng, (200, 200, 200), 40))  # cargo box
         rect(c, x0 + 6, h * 0.72, x0 + 194, h - 18, body)

@@ -62,9 +62,13 @@ def make_street_object(rng: np.random.Generator, kind: str) -> tuple[Sprite, flo
     raise ValueError(f"unknown street object kind {kind!r}")
 
 
-def random_position(rng: np.random.Generator, kind: str, side: int) -> tuple[float, float]:
-    """Where a kind of object plausibly stands: (X across the street, Z along it)."""
-    z = float(rng.uniform(6, 24 if kind == "litter" else 38))
+def random_position(rng: np.random.Generator, kind: str, side: int, z_near: float = 6.0) -> tuple[float, float]:
+    """Where a kind of object plausibly stands: (X across the street, Z along it).
+
+    ``z_near`` is the nearest ground distance the camera sees; a few objects stand nearer,
+    cut by the frame edge, as on a real camera."""
+    z0 = z_near * float(rng.uniform(0.85, 1.0)) if rng.random() < 0.15 else z_near
+    z = z0 + float(rng.uniform(0.5, 14 if kind == "litter" else 26)) * (z_near / 10) ** 0.5
     walk = ROAD_HALF + KERB
     if kind == "vehicle":
         spot = rng.random()
@@ -85,7 +89,8 @@ def random_position(rng: np.random.Generator, kind: str, side: int) -> tuple[flo
     return x, z
 
 
-def random_street_objects(rng: np.random.Generator) -> list[WorldObject]:
+def random_street_objects(rng: np.random.Generator, cam: StreetCamera) -> list[WorldObject]:
+    z_near = cam.focal * cam.cam_height / (cam.height * (1 - cam.horizon))
     counts = {
         "vehicle": int(rng.integers(0, 7)), "stall": int(rng.integers(0, 3)), "litter": int(rng.integers(0, 6)),
         "structure": int(rng.random() < 0.45) + int(rng.random() < 0.1), "person": int(rng.integers(0, 7)),
@@ -96,7 +101,7 @@ def random_street_objects(rng: np.random.Generator) -> list[WorldObject]:
         for _ in range(n):
             sprite, hm = make_street_object(rng, kind)
             side = 1 if rng.random() < 0.5 else -1
-            x, z = random_position(rng, kind, side)
+            x, z = random_position(rng, kind, side, z_near)
             out.append(WorldObject(kind, sprite, x, z, hm, obj_id=len(out)))
     return out
 
@@ -148,7 +153,7 @@ def street_sample(seed: int, width: int = 640, height: int = 360) -> tuple[U8, l
     cam = StreetCamera.random(rng, width, height)
     lay = StreetLayout.random(rng)
     bg = render_background(cam, lay, rng)
-    objs = random_street_objects(rng)
+    objs = random_street_objects(rng, cam)
     cond = Conditions.random(rng)
     img, labels = render_street(cam, bg, objs, cond, rng)
     return img, [lab for lab, _ in labels]

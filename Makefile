@@ -1,0 +1,54 @@
+# citywatch — two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install, start broker (embedded if none answers) + API + detector
+#   make test   create .venv, install, run the test suite
+PY      ?= python3
+VENV    ?= .venv
+BIN      = $(VENV)/bin
+STAMP    = $(VENV)/.installed
+# torch is pinned to the wheels this machine class carries; see README "Installing"
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint fmt scenarios dataset train clean test-services
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/citywatch demo --config streams.yaml
+
+# The suite needs an MQTT broker: it uses the one on 127.0.0.1:1883 or starts `mosquitto`
+# on a free port; install it here when the machine has neither (Debian/Ubuntu, as root).
+test-services:
+	@command -v mosquitto >/dev/null 2>&1 || (echo "| 127.0.0.1:1883" | $(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',1883)))" 2>/dev/null) || \
+	 (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (apt-get install -y -qq mosquitto >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq mosquitto))) || \
+	 echo "warning: no mosquitto and no broker on 127.0.0.1:1883; MQTT tests will say how to fix it"
+
+test: install test-services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check detector api training tests bench
+	$(BIN)/ruff format --check detector api training tests bench
+	$(BIN)/mypy detector api training
+
+fmt: install
+	$(BIN)/ruff format detector api training tests bench
+	$(BIN)/ruff check --fix detector api training tests bench
+
+# Re-render the bundled scenario clips from their scripts (deterministic).
+scenarios: install
+	$(BIN)/citywatch synth scenario training/synth/scenarios/*.yaml --out training/synth/scenarios
+
+# The synthetic dataset the default model is trained on (seeds disjoint per split).
+dataset: install
+	$(BIN)/citywatch synth dataset --out datasets/synth-v1
+
+clean:
+	rm -rf var runs .pytest_cache .mypy_cache .ruff_cache

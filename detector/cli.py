@@ -1,0 +1,84 @@
+"""The ``citywatch`` command: one entry point that hands each subcommand to its part.
+
+Subcommands are imported only when used, so ``citywatch config check`` does not load torch,
+and the detector never imports the API: ``citywatch api`` runs it as its own process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+USAGE = """usage: citywatch <command> [options]
+
+operators
+  config check FILE         validate a streams.yaml; every problem with file:line and a fix hint
+  run [--config FILE]       run the detector on every enabled stream (publishes over MQTT)
+  replay VIDEO --stream ID  run the pipeline on a file as fast as possible, events to --out JSONL
+  demo [--config FILE]      broker (embedded if none answers) + API + detector on the sample streams
+  api [--host H --port P]   run the case API (also: python -m api)
+
+data team
+  synth dataset --out DIR   render the synthetic street + drone YOLO dataset
+  synth scenario YAML.. --out DIR
+                            render scripted scenario clips with their ground truth
+  train | eval | export     train, evaluate and export models (offline, ultralytics)
+  models list|show|promote  the model registry in models/manifest.yaml
+
+run `citywatch <command> --help` for the options of each.
+"""
+
+Main = Callable[[list[str]], int]
+
+
+def _entry(module: str, attr: str = "main") -> Main:
+    fn: Main = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+def _api(argv: list[str]) -> int:
+    return subprocess.call([sys.executable, "-m", "api", *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    cmd, rest = args[0], args[1:]
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if cmd == "config":
+        if not rest or rest[0] != "check":
+            print("usage: citywatch config check FILE", file=sys.stderr)
+            return 2
+        return _entry("detector.config_check")(rest[1:])
+    if cmd == "synth":
+        sub = {"dataset": "training.synth.dataset", "scenario": "training.synth.scenario"}
+        if not rest or rest[0] not in sub:
+            print("usage: citywatch synth dataset|scenario ...", file=sys.stderr)
+            return 2
+        return _entry(sub[rest[0]])(rest[1:])
+    if cmd in ("train", "eval", "export", "models"):
+        return _entry("training.cli")(args)
+    table: dict[str, Main] = {
+        "replay": _entry_lazy("detector.replay"),
+        "run": _entry_lazy("detector.runner"),
+        "demo": _entry_lazy("detector.demo"),
+        "status": _entry_lazy("detector.status"),
+        "api": _api,
+    }
+    if cmd not in table:
+        print(f"citywatch: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return table[cmd](rest)
+
+
+def _entry_lazy(module: str) -> Main:
+    return lambda argv: _entry(module)(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
