@@ -19,7 +19,9 @@ IntArray = npt.NDArray[np.int64]
 
 
 def _check_shape(name: str, arr: np.ndarray, expected: tuple[int | None, ...]) -> None:
-    ok = arr.ndim == len(expected) and all(e is None or a == e for a, e in zip(arr.shape, expected, strict=True))
+    ok = arr.ndim == len(expected) and all(
+        e is None or a == e for a, e in zip(arr.shape, expected, strict=True)
+    )
     if not ok:
         shown = tuple("n" if e is None else e for e in expected)
         raise ValueError(f"Detections.{name} must have shape {shown}, got {arr.shape}")
@@ -34,8 +36,10 @@ class Detections:
     data: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4) if np.size(self.xyxy) == 0 else (
-            np.asarray(self.xyxy, dtype=np.float32)
+        self.xyxy = (
+            np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+            if np.size(self.xyxy) == 0
+            else (np.asarray(self.xyxy, dtype=np.float32))
         )
         n = len(self.xyxy)
         _check_shape("xyxy", self.xyxy, (n, 4))
@@ -68,9 +72,9 @@ class Detections:
     ) -> Detections:
         """Build from raw arrays; ``class_names[class_id]`` fills ``data['class_name']``."""
         cid = np.asarray(class_id, dtype=np.int64).reshape(-1)
+        table = list(class_names or [])
         names = np.array(
-            [class_names[i] if class_names is not None and 0 <= i < len(class_names) else str(i) for i in cid],
-            dtype=object,
+            [table[int(i)] if 0 <= int(i) < len(table) else str(int(i)) for i in cid], dtype=object
         )
         return cls(
             xyxy=np.asarray(xyxy, np.float32).reshape(-1, 4),
@@ -105,7 +109,9 @@ class Detections:
             xyxy=np.concatenate([d.xyxy for d in items]),
             confidence=np.concatenate([d.confidence for d in items]),
             class_id=np.concatenate([d.class_id for d in items]),
-            tracker_id=None if any(t is None for t in tids) else np.concatenate([t for t in tids if t is not None]),
+            tracker_id=None
+            if any(t is None for t in tids)
+            else np.concatenate([t for t in tids if t is not None]),
             data={k: np.concatenate([d.data[k] for d in items]) for k in keys},
         )
 
@@ -138,7 +144,8 @@ class Detections:
     @property
     def area(self) -> FloatArray:
         wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)
-        return (wh[:, 0] * wh[:, 1]).astype(np.float32)
+        out: FloatArray = (wh[:, 0] * wh[:, 1]).astype(np.float32)
+        return out
 
     @property
     def bottom_center(self) -> FloatArray:
@@ -151,7 +158,9 @@ class Detections:
         return ((self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2).astype(np.float32)
 
     def with_names(self, class_names: Sequence[str]) -> Detections:
-        names = np.array([class_names[i] if 0 <= i < len(class_names) else str(i) for i in self.class_id], dtype=object)
+        names = np.array(
+            [class_names[i] if 0 <= i < len(class_names) else str(i) for i in self.class_id], dtype=object
+        )
         data = dict(self.data)
         data["class_name"] = names
         return Detections(self.xyxy, self.confidence, self.class_id, self.tracker_id, data)

@@ -153,10 +153,18 @@ class Scenario:
         return img, [(lab, ids[i]) for lab, i in labels]
 
     def zone_polygon(self, z: ZoneSpec) -> list[list[float]]:
+        """The ground rectangle projected into the image, clipped to the frame, normalised."""
         (x1, x2), (z1, z2) = z.x, z.z
         pts = [self.cam.project(x, d) for x, d in ((x1, z1), (x2, z1), (x2, z2), (x1, z2))]
-        return [[round(min(max(u / self.cam.width, 0.0), 1.0), 4), round(min(max(v / self.cam.height, 0.0), 1.0), 4)]
-                for u, v in pts]
+        norm = [(u / self.cam.width, v / self.cam.height) for u, v in pts]
+        out: list[list[float]] = []
+        for u, v in _clip_unit(norm):
+            q = [round(min(max(u, 0.0), 1.0), 4), round(min(max(v, 0.0), 1.0), 4)]
+            if not out or q != out[-1]:
+                out.append(q)
+        if len(out) > 1 and out[0] == out[-1]:
+            out.pop()
+        return out
 
     def ground_truth(self) -> list[dict[str, Any]]:
         """Violations that must be reported: a labelled object standing still inside a zone that
@@ -180,6 +188,28 @@ class Scenario:
         return out
 
 
+def _clip_unit(poly: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sutherland-Hodgman clip of a polygon against the unit square."""
+    def clip(pts: list[tuple[float, float]], axis: int, bound: float, keep_low: bool) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        for i, cur in enumerate(pts):
+            prev = pts[i - 1]
+            cin = cur[axis] <= bound if keep_low else cur[axis] >= bound
+            pin = prev[axis] <= bound if keep_low else prev[axis] >= bound
+            if cin != pin:
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                out.append((prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1])))
+            if cin:
+                out.append(cur)
+        return out
+
+    for axis, bound, low in ((0, 0.0, False), (0, 1.0, True), (1, 0.0, False), (1, 1.0, True)):
+        poly = clip(poly, axis, bound, low)
+        if not poly:
+            break
+    return poly
+
+
 def _stable(s: str) -> int:
     return int.from_bytes(s.encode()[:8].ljust(8, b"\0"), "little") % (1 << 31)
 
@@ -197,7 +227,7 @@ def render_scenario(script: Path, out_dir: Path, progress: bool = True) -> dict[
         stream.width, stream.height = sc.cam.width, sc.cam.height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = max(1, int(round(spec.gop_s * spec.fps)))
-        stream.options = {"crf": "23", "preset": "veryfast", "bf": "0", "sc_threshold": "0"}
+        stream.options = {"crf": "27", "preset": "veryfast", "bf": "0", "sc_threshold": "0"}
         it = range(n)
         if progress:
             from tqdm import tqdm

@@ -1,0 +1,123 @@
+"""OpenVINO backend: an ultralytics OpenVINO export (``*_openvino_model/`` with ``model.xml``, ``model.bin``
+and ``metadata.yaml``), a bare ``.xml`` IR, or an ``.onnx`` file; same pre- and post-processing as ONNX."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from detector.inference.base import (
+    BackendKind,
+    InferenceError,
+    ModelLoadError,
+    TensorYoloBackend,
+    check_thresholds,
+    default_threads,
+    output_layout,
+    parse_names,
+    resolve_imgsz,
+    resolve_names,
+)
+
+
+def _model_file(path: Path) -> Path:
+    if path.is_dir():
+        xmls = sorted(path.glob("*.xml"))
+        if len(xmls) != 1:
+            raise ModelLoadError(f"{path}: expected one OpenVINO .xml model in the folder, found {len(xmls)}")
+        return xmls[0]
+    if path.suffix.lower() not in (".xml", ".onnx") or not path.is_file():
+        raise ModelLoadError(
+            f"OpenVINO model not found: {path} (give the export folder, an .xml or an .onnx)"
+        )
+    return path
+
+
+def _metadata(model_file: Path) -> dict[str, Any]:
+    meta_file = model_file.parent / "metadata.yaml"
+    if not meta_file.is_file():
+        return {}
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(meta_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"cannot read {meta_file}: {exc}") from exc
+    return loaded if isinstance(loaded, dict) else {}
+
+
+class OpenVinoBackend(TensorYoloBackend):
+    """OpenVINO runtime on the CPU with the LATENCY hint and ``threads`` inference threads.
+
+    A model with dynamic height/width is reshaped to ``imgsz`` x ``imgsz`` (a static shape compiles to faster
+    code); a dynamic batch stays dynamic.
+    """
+
+    name: ClassVar[BackendKind] = "openvino"
+
+    def __init__(
+        self,
+        path: str | Path,
+        class_names: Sequence[str] | None = None,
+        imgsz: int | None = None,
+        conf: float = 0.25,
+        iou: float = 0.5,
+        threads: int | None = None,
+        *,
+        max_det: int = 300,
+    ) -> None:
+        self.path = Path(path)
+        check_thresholds(self.path, conf, iou, max_det)
+        model_file = _model_file(self.path)
+        meta = _metadata(model_file)
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(model_file))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise ModelLoadError(f"OpenVINO cannot read {model_file}: {exc}") from exc
+        shape = model.inputs[0].get_partial_shape()
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4:
+            raise ModelLoadError(f"{model_file}: expected an NCHW image input, got {shape}")
+        self.stride = int(meta.get("stride", 32))
+        batch, hdim, wdim = shape[0], shape[2], shape[3]
+        fixed_hw = None if hdim.is_dynamic or wdim.is_dynamic else (hdim.get_length(), wdim.get_length())
+        self.imgsz = resolve_imgsz(self.path, imgsz, fixed_hw, meta.get("imgsz"), self.stride)
+        if fixed_hw is None:
+            b = -1 if batch.is_dynamic else batch.get_length()
+            model.reshape({model.inputs[0]: ov.PartialShape([b, 3, self.imgsz, self.imgsz])})
+        self.input_hw = fixed_hw
+        self.dynamic_hw = False
+        self.fixed_batch = None if batch.is_dynamic else batch.get_length()
+        config = {
+            props.inference_num_threads(): threads or default_threads(),
+            hints.performance_mode(): hints.PerformanceMode.LATENCY,
+        }
+        try:
+            compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # OpenVINO's own RuntimeError types
+            raise ModelLoadError(f"OpenVINO cannot compile {model_file}: {exc}") from exc
+        self._request = compiled.create_infer_request()
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+        hw = fixed_hw or (self.imgsz, self.imgsz)
+        probe = self._forward(np.zeros((self.fixed_batch or 1, 3, *hw), np.float32))
+        self.end2end, nc = output_layout(self.path, probe.shape, meta.get("end2end"))
+        self.class_names = resolve_names(self.path, class_names, parse_names(meta.get("names")), nc)
+        self.num_classes = len(self.class_names) if self.end2end else nc
+
+    def _forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        try:
+            self._request.infer({0: batch})
+            out = self._request.get_output_tensor(0).data
+        except Exception as exc:  # OpenVINO's own RuntimeError types
+            raise InferenceError(
+                f"OpenVINO failed on {self.path.name} with input {batch.shape}: {exc}"
+            ) from exc
+        return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer

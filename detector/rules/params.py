@@ -1,0 +1,148 @@
+"""Rule parameters: one pydantic model per rule, all defaults from DESIGN.md.
+
+Every number is configurable per stream and per zone; ``RulesConfig.merged`` applies
+partial override dicts (stream level, then zone level) on top of the defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RULE_NAMES = ("illegal_parking", "street_vending", "illegal_structure", "unclean_road")
+
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-(?:([01]\d|2[0-3]):([0-5]\d)|24:00)$")
+
+
+class RuleParams(BaseModel):
+    """Parameters every rule shares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classes: list[str] = Field(
+        default_factory=list,
+        description="Rule labels (vehicle, vendor, structure, litter) or model class names to watch.",
+    )
+    min_score: float = Field(
+        default=0.35,
+        ge=0.0,
+        le=1.0,
+        description="Threshold compared with the median of a track's recent scores.",
+    )
+    grace_s: float = Field(
+        default=60.0, ge=0.0, description="An object gone longer than this clears its violation."
+    )
+    enabled: bool = Field(default=True, description="Turn the rule off without removing its zones.")
+    update_interval_s: float = Field(
+        default=60.0, gt=0.0, description="While a violation is active, emit `updated` at most this often."
+    )
+
+
+class ParkingParams(RuleParams):
+    classes: list[str] = Field(default_factory=lambda: ["vehicle"], description="Vehicle labels / classes.")
+    dwell_s: float = Field(
+        default=300.0, ge=0.0, description="Stationary time in a no-parking zone before it opens."
+    )
+    stationary_iou: float = Field(
+        default=0.7,
+        gt=0.0,
+        le=1.0,
+        description="IoU with the box at the dwell start at or above which it is stationary.",
+    )
+
+
+class VendingParams(RuleParams):
+    classes: list[str] = Field(
+        default_factory=lambda: ["vendor"], description="Vendor / stall labels or classes."
+    )
+    dwell_s: float = Field(default=300.0, ge=0.0, description="Time a stall must persist before it opens.")
+    active_hours: list[str] = Field(
+        default_factory=list,
+        description='Local time windows "HH:MM-HH:MM" (may wrap midnight); empty means always.',
+    )
+    timezone: str = Field(default="Asia/Shanghai", description="IANA time zone of the camera's local time.")
+    cell: float = Field(
+        default=0.05, gt=0.0, le=1.0, description="Stall position cell size, fraction of frame width."
+    )
+
+    @field_validator("active_hours")
+    @classmethod
+    def _check_hours(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _HOURS.match(item.strip()):
+                raise ValueError(f'active_hours entry {item!r} is not "HH:MM-HH:MM" (24-hour clock)')
+        return [v.strip() for v in value]
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)") from exc
+        return value
+
+
+class StructureParams(RuleParams):
+    classes: list[str] = Field(
+        default_factory=lambda: ["structure"], description="Structure labels / classes."
+    )
+    min_samples: int = Field(
+        default=5, ge=1, description="Samples a structure must be seen on before it opens."
+    )
+    grace_s: float = Field(
+        default=600.0, ge=0.0, description="A structure gone longer than this clears its violation."
+    )
+    cell: float = Field(
+        default=0.05, gt=0.0, le=1.0, description="Footprint cell size, fraction of frame width."
+    )
+
+
+class LitterParams(RuleParams):
+    classes: list[str] = Field(
+        default_factory=lambda: ["litter"], description="Litter / garbage labels or classes."
+    )
+    dwell_s: float = Field(default=120.0, ge=0.0, description="Time litter must persist before it opens.")
+    min_area: float = Field(
+        default=0.0005, ge=0.0, le=1.0, description="Minimum box area, fraction of the frame area."
+    )
+    cell: float = Field(
+        default=0.05, gt=0.0, le=1.0, description="Location cell size, fraction of frame width."
+    )
+
+
+class RulesConfig(BaseModel):
+    """The four rules' parameters for one stream (or one zone after overrides)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    illegal_parking: ParkingParams = Field(default_factory=lambda: ParkingParams(), description="违章停放")
+    street_vending: VendingParams = Field(
+        default_factory=lambda: VendingParams(), description="占道经营/游商"
+    )
+    illegal_structure: StructureParams = Field(
+        default_factory=lambda: StructureParams(), description="违法搭建"
+    )
+    unclean_road: LitterParams = Field(
+        default_factory=lambda: LitterParams(), description="道路不洁/暴露垃圾"
+    )
+
+    def merged(self, overrides: dict[str, Any] | None) -> RulesConfig:
+        """A new config with ``overrides`` (partial, nested dicts) deep-merged and re-validated."""
+        if not overrides:
+            return self
+        return RulesConfig.model_validate(_deep_merge(self.model_dump(), overrides))
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,198 @@
+"""``citywatch run``: every enabled stream → shared inference → rules → outbox → MQTT.
+
+Start order: broker check (embedded broker when none answers and the config allows it),
+MQTT client + outbox publisher, model, inference service, stream workers. Shutdown runs in
+reverse, and the outbox keeps whatever the broker has not acknowledged for the next start.
+A broken stream entry in the config is reported and skipped; the other streams run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from detector.broker import EmbeddedBroker, broker_answers
+from detector.config import CitywatchConfig, ConfigError, LoadedConfig, load_config
+from detector.detections import Detections
+from detector.inference_service import InferenceService
+from detector.model import ModelResolveError, load_model
+from detector.mqtt import MqttSettings, PahoCommunicator
+from detector.outbox import Outbox
+from detector.pipeline import StreamPipeline
+from detector.publisher import Publisher
+from detector.sources import Frame
+from detector.worker import StreamWorker
+
+log = logging.getLogger("citywatch.run")
+
+
+class RunError(Exception):
+    """The detector cannot start; the message says what to fix."""
+
+
+def mqtt_settings(cfg: CitywatchConfig) -> MqttSettings:
+    m = cfg.mqtt
+    return MqttSettings(
+        host=m.host,
+        port=m.port,
+        worker=cfg.worker_id,
+        client_id=m.client_id,
+        topic_prefix=m.topic_prefix,
+        username=m.username,
+        password=m.password.get_secret_value() if m.password is not None else None,
+        tls=m.tls,
+        ca_certs=str(m.ca_file) if m.ca_file else None,
+        certfile=str(m.cert_file) if m.cert_file else None,
+        keyfile=str(m.key_file) if m.key_file else None,
+        keepalive_s=m.keepalive,
+    )
+
+
+@dataclass
+class Detector:
+    """The running detector: owns every part and stops them in reverse start order."""
+
+    loaded: LoadedConfig
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    broker: EmbeddedBroker | None = None
+    comm: PahoCommunicator | None = None
+    outbox: Outbox | None = None
+    publisher: Publisher | None = None
+    service: InferenceService | None = None
+    workers: list[StreamWorker] = field(default_factory=list)
+    pipelines: dict[str, StreamPipeline] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def cfg(self) -> CitywatchConfig:
+        return self.loaded.config
+
+    def start(self, threads: int | None = None) -> Detector:
+        cfg, base = self.cfg, self.loaded.base_dir
+        if not broker_answers(cfg.mqtt.host, cfg.mqtt.port):
+            if not cfg.mqtt.embedded_broker:
+                raise RunError(
+                    f"no MQTT broker answers at {cfg.mqtt.host}:{cfg.mqtt.port}; start one or set "
+                    "mqtt.embedded_broker: true"
+                )
+            self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port).start()
+            log.info("embedded MQTT broker on %s:%d", cfg.mqtt.host, cfg.mqtt.port)
+        try:
+            model = load_model(cfg.model, threads, base)
+        except ModelResolveError as err:
+            raise RunError(str(err)) from err
+        outbox_dir = cfg.outbox.dir if cfg.outbox.dir.is_absolute() else base / cfg.outbox.dir
+        outbox_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(outbox_dir / f"{cfg.worker_id}.sqlite3", max_events=cfg.outbox.max_events)
+        self.comm = PahoCommunicator(mqtt_settings(cfg)).start()
+        self.publisher = Publisher(self.comm, self.outbox, topic_prefix=cfg.mqtt.topic_prefix)
+        self.service = InferenceService(model.backend, self.stop_event, max_batch=cfg.model.batch)
+        for stream in cfg.enabled_streams:
+            pipe = StreamPipeline(stream, model.info, self.publisher, cfg.evidence)
+            self.pipelines[stream.id] = pipe
+            self.service.register(stream.id, self._handler(pipe))
+        self.service.start()
+        for stream in cfg.enabled_streams:
+            w = StreamWorker(stream, base, self.service.submit, self._state, self.stop_event)
+            self.workers.append(w)
+            w.start()
+        log.info(
+            "detector %s: %d streams, model %s@%s",
+            cfg.worker_id,
+            len(self.workers),
+            model.info.name,
+            model.info.version,
+        )
+        return self
+
+    def _handler(self, pipe: StreamPipeline) -> Any:
+        def handle(frame: Frame, dets: Detections) -> None:
+            pipe.process(frame.ts, frame.image, dets)
+
+        return handle
+
+    def _state(self, stream_id: str, state: dict[str, Any]) -> None:
+        if self.publisher is not None:
+            self.publisher.publish_state(stream_id, state)
+
+    def all_finished(self) -> bool:
+        return bool(self.workers) and all(not w.is_alive() for w in self.workers)
+
+    def stop(self, flush_s: float = 10.0) -> None:
+        self.stop_event.set()
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.join(timeout=5)
+        if self.service is not None:
+            self.service.wake()
+            self.service.join(timeout=30)
+        for pipe in self.pipelines.values():
+            pipe.finish()
+        if self.publisher is not None:
+            if not self.publisher.flush(flush_s):
+                log.warning("outbox still holds unacknowledged events; they are sent on the next start")
+            self.publisher.stop()
+        if self.comm is not None:
+            self.comm.stop()
+        if self.outbox is not None:
+            self.outbox.close()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def load(path: Path) -> LoadedConfig:
+    try:
+        loaded = load_config(path, strict=False)
+    except ConfigError as err:
+        raise RunError(f"{path} has problems; run `citywatch config check {path}`:\n{err}") from err
+    for issue in loaded.issues:
+        log.error("config: %s", issue.format())
+    for sid in loaded.skipped_streams:
+        log.error("stream %s skipped: its entry in %s is broken (the other streams run)", sid, path)
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="citywatch run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", type=Path, default=Path("streams.yaml"))
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    p.add_argument("--exit-when-done", action="store_true", help="exit once every (file) stream has finished")
+    p.add_argument("--log-level", default="INFO")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        det = Detector(load(a.config)).start(a.threads)
+    except RunError as err:
+        print(f"citywatch run: {err}", file=sys.stderr)
+        return 2
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        det.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not det.stop_event.wait(0.5):
+            if (
+                a.exit_when_done
+                and det.all_finished()
+                and det.service is not None
+                and not det.service.pending()
+            ):
+                time.sleep(0.5)
+                break
+    finally:
+        det.stop()
+    return 0
