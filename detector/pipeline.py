@@ -101,7 +101,7 @@ class StreamPipeline:
     # ------------------------------------------------------------------ events
     def _emit(self, u: ViolationUpdate, current: npt.NDArray[np.uint8] | None) -> dict[str, Any]:
         vid = violation_id(self.stream.id, u.violation_key, u.first_seen)
-        evidence = self._evidence(u, current) if u.event in ("opened", "cleared") else None
+        evidence = self._evidence(u, current) if u.event == "opened" else None
         w, h = self._size or (1, 1)
         x1, y1, x2, y2 = u.bbox
         bbox_norm = [
@@ -140,21 +140,17 @@ class StreamPipeline:
         return payload
 
     def _evidence(self, u: ViolationUpdate, current: npt.NDArray[np.uint8] | None) -> Evidence | None:
-        """Opened: the best frame with box and zone. Cleared: the current view (the object gone)."""
-        if u.event == "cleared":
-            frame, box, ts = current, None, u.ts
-        else:
-            frame, box, ts = self._frames.get(u.best_frame_ts, current), u.best_bbox, u.best_frame_ts
+        """The best frame of the violation so far, with its box and zone drawn."""
+        frame = self._frames.get(u.best_frame_ts, current)
         if frame is None:
             return None
         zone = self.zones.get(u.zone)
-        label = f"{u.rule} {u.label} {u.score_median:.2f}" if box is not None else f"{u.rule} cleared"
         return render_evidence(
             frame,
-            box,
+            u.best_bbox,
             zone.polygon if zone is not None else None,
-            label,
+            f"{u.rule} {u.label} {u.score_median:.2f}",
             self.evidence.max_width,
             self.evidence.jpeg_quality,
-            captured_at=ts,
+            captured_at=u.best_frame_ts,
         )

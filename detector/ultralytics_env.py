@@ -27,6 +27,7 @@ FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 _SUBDIR = "Ultralytics"
 
 log = logging.getLogger(__name__)
+_prepared: Path | None = None  # the settings folder, once prepare_offline() has run in this process
 
 
 class OfflineSetupError(RuntimeError):
@@ -88,9 +89,14 @@ def _configure_imported() -> None:
 def prepare_offline(config_dir: str | Path | None = None) -> Path:
     """Make ultralytics run offline; returns its settings folder (YOLO_CONFIG_DIR/Ultralytics). Idempotent.
 
-    If ultralytics was imported before this call, its config folder is already fixed: the settings and fonts
-    are applied to that folder and a warning is logged.
+    If ultralytics was imported before the first call, its config folder is already fixed: the settings and
+    fonts are applied to that folder and a warning is logged. Later calls only check that the fonts are still
+    in place (someone may have cleaned ``var/``).
     """
+    global _prepared
+    if _prepared is not None:
+        _place_fonts(_prepared)
+        return _prepared
     os.environ["YOLO_OFFLINE"] = "true"
     os.environ["YOLO_AUTOINSTALL"] = "false"
     os.environ.setdefault("YOLO_VERBOSE", "true")
@@ -121,4 +127,5 @@ def prepare_offline(config_dir: str | Path | None = None) -> Path:
             if getattr(mod, "ONLINE", False):
                 setattr(mod, "ONLINE", False)  # noqa: B010  (a module constant, not an attribute we own)
     _configure_imported()
-    return Path(uu.USER_CONFIG_DIR)
+    _prepared = Path(uu.USER_CONFIG_DIR)
+    return _prepared

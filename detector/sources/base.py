@@ -151,9 +151,12 @@ class SampleClock:
         self.interval_s = interval_s
         self.due_s = 0.0
 
+    def is_due(self, pts_s: float) -> bool:
+        return pts_s >= self.due_s - _EPS
+
     def take(self, pts_s: float) -> bool:
         """True when the frame at ``pts_s`` is due; advances the due time past it."""
-        if pts_s < self.due_s - _EPS:
+        if not self.is_due(pts_s):
             return False
         self.due_s = (math.floor(pts_s / self.interval_s + _EPS) + 1) * self.interval_s
         return True

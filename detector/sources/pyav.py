@@ -123,7 +123,8 @@ class VideoSource:
         return f"{type(self).__name__}({self.url!r}, stream_id={self.stream_id!r})"
 
     def stop(self) -> None:
-        """Ask a running :meth:`iter_samples` to return after the packet it is waiting for."""
+        """Make a running :meth:`iter_samples` return after the packet it is waiting for (at most the read
+        timeout). Final: later calls return at once; make a new source to read again."""
         self._stop.set()
 
     # ------------------------------------------------------------------------------------ opening
@@ -171,7 +172,10 @@ class VideoSource:
             created = parse_creation_time(stream.metadata.get("creation_time"))
         if created is not None or self.is_network:
             return created
-        return _local_path(self._url).stat().st_mtime
+        try:
+            return _local_path(self._url).stat().st_mtime
+        except OSError:
+            return None  # gone since opening: fall back to the first packet's arrival
 
     # ------------------------------------------------------------------------------------ reading
     def iter_samples(self, sample_interval_s: float) -> Iterator[Frame]:
@@ -182,7 +186,8 @@ class VideoSource:
         breaks (a live stream that ends counts as broken); returns at the end of a file or after :meth:`stop`.
         """
         clock = SampleClock(sample_interval_s)
-        self._stop.clear()
+        if self._stop.is_set():
+            return
         self.stats = SourceStats()
         self.decode_mode = None
         container, stream = self._open()

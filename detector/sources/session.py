@@ -151,7 +151,7 @@ class DecodeSession:
             if i >= len(buffered) and pk.is_keyframe:
                 self._note_key(pk)
                 self._set_mode(choose_decode_mode(self.clock.interval_s, self.gop.gop_s))
-            if self.mode == "keyframes" and not pk.is_keyframe:
+            if self.mode == "keyframes" and not self._key_due(pk):
                 continue
             try:
                 frames = self.stream.decode(pk)
@@ -176,6 +176,13 @@ class DecodeSession:
         except av.error.FFmpegError:
             self.stats.decode_errors += 1
         self._finish()
+
+    def _key_due(self, pk: Packet[VideoStream]) -> bool:
+        """Key-frame mode decodes only due key frames: each stands alone, so skipping one loses nothing."""
+        if not pk.is_keyframe:
+            return False
+        pts_s = self._pts_s(pk.pts)
+        return pts_s is None or self.clock.is_due(pts_s)
 
     @property
     def _max_jump_s(self) -> float:

@@ -1,0 +1,49 @@
+"""The case API's own exceptions: one small hierarchy, messages a person can act on."""
+
+from __future__ import annotations
+
+
+class CityWatchAPIError(Exception):
+    """Base of every error the case API raises on purpose."""
+
+
+class ConfigError(CityWatchAPIError):
+    """A setting is unusable (bad database URL, unwritable evidence directory...)."""
+
+
+class MigrationError(CityWatchAPIError):
+    """The database schema could not be brought to the current revision."""
+
+
+class NotFoundError(CityWatchAPIError):
+    """A requested resource does not exist; the REST layer answers 404."""
+
+
+class CaseNotFoundError(NotFoundError):
+    def __init__(self, case_id: int) -> None:
+        super().__init__(f"case {case_id} not found")
+        self.case_id = case_id
+
+
+class EvidenceNotFoundError(NotFoundError):
+    """The case has no evidence image, or its file is missing from the evidence store."""
+
+
+class InvalidDigestError(CityWatchAPIError):
+    """A string that should be a lowercase hex sha256 is not one; nothing touches the filesystem."""
+
+
+class IngestError(CityWatchAPIError):
+    """Base of the ingest errors."""
+
+
+class InvalidEventError(IngestError):
+    """A message cannot become a case; ``reason`` ends up in the dead-letter table."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class IngestUnavailableError(IngestError):
+    """A transient failure (database or evidence store unreachable): retry the same message later."""

@@ -1,0 +1,1 @@
+"""MQTT ingest: violation events -> cases (idempotent on ``violation_id``, ordered by ``seq``)."""

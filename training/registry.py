@@ -1,0 +1,196 @@
+"""The model folder: model cards, manifest entries, exports, promotion, listing.
+
+Every change to ``manifest.yaml`` happens under an exclusive lock on ``models/.manifest.lock`` (load, change,
+atomic save), so two commands cannot lose each other's entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detector.manifest import (
+    Backend,
+    Manifest,
+    ManifestError,
+    ModelEntry,
+    Precision,
+    load_manifest,
+    models_dir,
+    resolve_path,
+    save_manifest,
+)
+from training.errors import RegistryError
+
+LOCK_NAME = ".manifest.lock"
+
+
+@contextlib.contextmanager
+def editing_manifest(folder: Path | None = None) -> Iterator[Manifest]:
+    """Lock, load (an empty manifest if none yet), yield for changes, save when the block ends without
+    error."""
+    folder = folder or models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / LOCK_NAME).open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            manifest = load_manifest(folder, missing_ok=True)
+            yield manifest
+            save_manifest(manifest, folder / "manifest.yaml")
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def card_text(
+    entry: ModelEntry, *, data_yaml: str, model_info: dict[str, Any], full_args: dict[str, Any]
+) -> str:
+    """The model card (markdown) for a newly trained entry."""
+    m = entry.metrics
+    out = [
+        f"# {entry.name} {entry.version}",
+        "",
+        f"- created: {entry.created.isoformat()}",
+        f"- task: {entry.task}, input {entry.imgsz}x{entry.imgsz} px (letterboxed RGB)",
+        f"- weights: `{entry.file}` (sha256 `{entry.sha256}`)",
+        f"- exports: {', '.join(f'{k}: `{v}`' for k, v in entry.exports.items()) or 'none'}",
+        f"- architecture: `{model_info.get('arch', '?')}`, "
+        f"{model_info.get('params', 0) / 1e6:.2f} M parameters, "
+        f"{model_info.get('gflops', 0.0):.2f} GFLOPs at {entry.imgsz} px",
+        "",
+        "## Data",
+        "",
+        f"- dataset yaml: `{data_yaml}`",
+        f"- data hash (sha256 over the train split's label files): `{entry.data_hash}`",
+        f"- train images: {model_info.get('train_images', '?')}",
+        "",
+        "## Classes and rule labels",
+        "",
+        "| id | class | rule label |",
+        "|---:|---|---|",
+        *(
+            f"| {i} | {c} | {entry.rule_labels.get(c, '— (not used by rules)')} |"
+            for i, c in enumerate(entry.classes)
+        ),
+        "",
+        f"## Metrics ({m.split or '?'} split, {m.images if m.images is not None else '?'} images)",
+        "",
+        f"mAP50 **{m.map50:.3f}**" + (f", mAP50-95 {m.map50_95:.3f}" if m.map50_95 is not None else ""),
+        "",
+        "| class | AP50 |",
+        "|---|---:|",
+        *(
+            f"| {c} | {m.per_class[c]:.3f} |" if c in m.per_class else f"| {c} | no labels |"
+            for c in entry.classes
+        ),
+    ]
+    if m.per_view:
+        out += ["", "### Per view", "", "| view | split | images | mAP50 |", "|---|---|---:|---:|"]
+        out += [f"| {v} | {vm.split} | {vm.images} | {vm.map50:.3f} |" for v, vm in m.per_view.items()]
+    out += [
+        "",
+        "## Training",
+        "",
+        "From scratch (no pretrained weights), ultralytics, fp32 (no AMP). Arguments:",
+        "",
+        "```yaml",
+        yaml.safe_dump(full_args, sort_keys=True, allow_unicode=True).rstrip(),
+        "```",
+        "",
+        "## Limits",
+        "",
+        "Metrics hold for the data above only. Check a new camera view or drone altitude against labelled "
+        "frames "
+        "from it (`citywatch eval`) before relying on the model there.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def register(entry: ModelEntry, card: str, folder: Path | None = None) -> ModelEntry:
+    """Write the card and add the entry (its .pt and exports must already be in the folder)."""
+    folder = folder or models_dir()
+    missing = [p for p in [entry.file, *entry.exports.values()] if not (folder / p).exists()]
+    if missing:
+        raise RegistryError(f"cannot register {entry.ref}: missing in {folder}: {', '.join(missing)}")
+    with editing_manifest(folder) as manifest:
+        try:
+            manifest.add(entry)
+        except ManifestError as err:
+            raise RegistryError(str(err)) from err
+        (folder / entry.card).write_text(card, encoding="utf-8")
+    return entry
+
+
+def record_export(ref: str, key: str, artifact: Path, folder: Path | None = None) -> ModelEntry:
+    """Add ``key -> artifact`` to the entry's ``exports``."""
+    folder = folder or models_dir()
+    with editing_manifest(folder) as manifest:
+        entry = manifest.get(ref)
+        entry.exports[key] = artifact.relative_to(folder).as_posix()
+    return entry
+
+
+def promote(ref: str, backend: Backend | None = None, precision: Precision | None = None) -> ModelEntry:
+    """Make ``ref`` (``name`` or ``name@version``) the default; optionally switch its backend / precision."""
+    with editing_manifest() as manifest:
+        entry = manifest.get(ref)
+        if backend is not None:
+            entry.backend = backend
+        if precision is not None:
+            entry.precision = precision
+        try:
+            resolve_path(entry)  # the artifact the detector will load must exist
+        except ManifestError as err:
+            raise RegistryError(f"not promoting {entry.ref}: {err}") from err
+        manifest.default = ref
+    return entry
+
+
+def list_table(manifest: Manifest) -> str:
+    """name, version, classes, map50, backend, default marker."""
+    if not manifest.models:
+        return "no models in the manifest"
+    default = manifest.find(manifest.default) if manifest.default else None
+    rows = [
+        [
+            "*" if default is e else "",
+            e.name,
+            e.version,
+            ",".join(e.classes) if len(e.classes) <= 6 else f"{len(e.classes)} classes",
+            f"{e.metrics.map50:.3f}",
+            f"{e.backend}/{e.precision}",
+            e.created.date().isoformat(),
+        ]
+        for e in manifest.models
+    ]
+    return _table(rows, ["", "name", "version", "classes", "map50", "backend", "created"])
+
+
+def show(ref: str) -> str:
+    """The model card followed by the manifest entry."""
+    manifest = load_manifest()
+    entry = manifest.get(ref)
+    card_file = entry.models_dir / entry.card
+    card = (
+        card_file.read_text(encoding="utf-8") if card_file.is_file() else f"(card {card_file} is missing)\n"
+    )
+    listed = yaml.safe_dump(
+        entry.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True
+    )
+    is_default = manifest.default is not None and manifest.find(manifest.default) is entry
+    return (
+        f"{card.rstrip()}\n\n## Manifest entry{' (default)' if is_default else ''}\n\n```yaml\n{listed}```\n"
+    )
