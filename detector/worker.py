@@ -157,4 +157,4 @@ class StreamWorker(threading.Thread):
         # a file that ends is finished; a live stream that ends has dropped
         if self.is_file:
             return True
-        raise SourceError("stream ended", self.url)
+        raise SourceError("stream ended", src.url)

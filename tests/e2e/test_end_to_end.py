@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import REPO, test_config
+from tests.e2e.helpers import REPO, make_test_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
 
@@ -43,17 +43,24 @@ def _free_port() -> int:
 def api(tmp_path: Path, mqtt_broker: tuple[str, int], topic_prefix: str) -> Iterator[str]:
     port = _free_port()
     env = dict(os.environ)
-    env.update({
-        "CITYWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'cases.db'}",
-        "CITYWATCH_EVIDENCE_DIR": str(tmp_path / "api-evidence"),
-        "CITYWATCH_MQTT_HOST": mqtt_broker[0],
-        "CITYWATCH_MQTT_PORT": str(mqtt_broker[1]),
-        "CITYWATCH_MQTT_TOPIC_PREFIX": topic_prefix,
-        "CITYWATCH_MQTT_CLIENT_ID": f"e2e-api-{uuid.uuid4().hex[:8]}",
-    })
+    env.update(
+        {
+            "CITYWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'cases.db'}",
+            "CITYWATCH_EVIDENCE_DIR": str(tmp_path / "api-evidence"),
+            "CITYWATCH_MQTT_HOST": mqtt_broker[0],
+            "CITYWATCH_MQTT_PORT": str(mqtt_broker[1]),
+            "CITYWATCH_MQTT_TOPIC_PREFIX": topic_prefix,
+            "CITYWATCH_MQTT_CLIENT_ID": f"e2e-api-{uuid.uuid4().hex[:8]}",
+        }
+    )
     log = (tmp_path / "api.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "api", "--port", str(port)], env=env, cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -76,8 +83,13 @@ def api(tmp_path: Path, mqtt_broker: tuple[str, int], topic_prefix: str) -> Iter
 def run_detector(config: Path, tmp_path: Path, name: str) -> None:
     log = tmp_path / f"{name}.log"
     with log.open("w") as fh:
-        rc = subprocess.call([sys.executable, "-m", "detector.cli", "run", "--config", str(config),
-                              "--exit-when-done"], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, timeout=600)
+        rc = subprocess.call(
+            [sys.executable, "-m", "detector.cli", "run", "--config", str(config), "--exit-when-done"],
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        )
     assert rc == 0, log.read_text()[-3000:]
 
 
@@ -104,8 +116,14 @@ def settled(url: str, want: int, timeout: float = 30.0) -> list[dict[str, Any]]:
 def test_demo_clip_makes_exactly_its_three_cases(
     api: str, mqtt_broker: tuple[str, int], topic_prefix: str, tmp_path: Path, default_model_ready: None
 ) -> None:
-    cfg = test_config(tmp_path, [STREAM], host=mqtt_broker[0], port=mqtt_broker[1], prefix=topic_prefix,
-                      worker=f"e2e-{uuid.uuid4().hex[:8]}")
+    cfg = make_test_config(
+        tmp_path,
+        [STREAM],
+        host=mqtt_broker[0],
+        port=mqtt_broker[1],
+        prefix=topic_prefix,
+        worker=f"e2e-{uuid.uuid4().hex[:8]}",
+    )
     run_detector(cfg, tmp_path, "run1")
     got = settled(api, len(EXPECTED))
     assert sorted((c["rule"], c["zone"]) for c in got) == sorted(EXPECTED), got

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from detector.cli import main as citywatch
-
-from .conftest import REPO, SCENARIOS, load_truth, scenario_truths, stream_for_video
+from tests.e2e.helpers import REPO, SCENARIOS, load_truth, scenario_truths, stream_for_video
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +26,19 @@ def test_replay_reproduces_ground_truth(truth_path: Path, tmp_path: Path, defaul
     video = SCENARIOS / truth["video"]
     stream = stream_for_video(truth["video"])
     out = tmp_path / "events.jsonl"
-    rc = citywatch(["replay", str(video), "--stream", stream, "--config", str(REPO / "streams.yaml"),
-                    "--out", str(out), "--quiet"])
+    rc = citywatch(
+        [
+            "replay",
+            str(video),
+            "--stream",
+            stream,
+            "--config",
+            str(REPO / "streams.yaml"),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     events = [json.loads(line) for line in out.read_text().splitlines()]
     start = _ts(truth["start_time"])
@@ -36,7 +46,9 @@ def test_replay_reproduces_ground_truth(truth_path: Path, tmp_path: Path, defaul
     opened = [e for e in events if e["event"] == "opened"]
     expected = {(v["rule"], v["zone"]): v for v in truth["violations"]}
     got = [(e["rule"], e["zone"]) for e in opened]
-    assert sorted(got) == sorted(expected), f"opened {got}, truth {sorted(expected)}"  # recall = precision = 1
+    assert sorted(got) == sorted(expected), (
+        f"opened {got}, truth {sorted(expected)}"
+    )  # recall = precision = 1
     for e in opened:
         v = expected[(e["rule"], e["zone"])]
         at = _ts(e["last_seen"]) - start
@@ -49,8 +61,22 @@ def test_replay_reproduces_ground_truth(truth_path: Path, tmp_path: Path, defaul
     ids = {e["violation_id"] for e in opened}
     assert {e["violation_id"] for e in events} == ids
     out2 = tmp_path / "again.jsonl"
-    assert citywatch(["replay", str(video), "--stream", stream, "--config", str(REPO / "streams.yaml"),
-                      "--out", str(out2), "--quiet"]) == 0
+    assert (
+        citywatch(
+            [
+                "replay",
+                str(video),
+                "--stream",
+                stream,
+                "--config",
+                str(REPO / "streams.yaml"),
+                "--out",
+                str(out2),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     again = [json.loads(line) for line in out2.read_text().splitlines()]
     assert [(e["violation_id"], e["event"], e["seq"]) for e in again] == [
         (e["violation_id"], e["event"], e["seq"]) for e in events

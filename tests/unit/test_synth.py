@@ -46,7 +46,9 @@ def test_dataset_labels_are_byte_identical(tmp_path):
     assert labels_hash(tmp_path / "a") == labels_hash(tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a" / "labels" / "train").glob("*.txt"))
     for name in files:
-        assert (tmp_path / "a/labels/train" / name).read_bytes() == (tmp_path / "b/labels/train" / name).read_bytes()
+        assert (tmp_path / "a/labels/train" / name).read_bytes() == (
+            tmp_path / "b/labels/train" / name
+        ).read_bytes()
     # splits use disjoint seeds
     val = {p.name for p in (tmp_path / "a" / "labels" / "val").glob("*.txt")}
     assert not val & set(files)
@@ -78,32 +80,50 @@ def test_scenario_rendered_boxes_match_the_script(script):
     for v in truth:
         end = v["end_s"] if v["end_s"] is not None else sc.spec.duration_s
         for t in np.arange(v["start_s"] + 1, end - 1, 10.0):
-            _img, labels = sc.frame(int(round(t * sc.spec.fps)))
+            _img, labels = sc.frame(round(t * sc.spec.fps))
             mine = [(lab, oid) for lab, oid in labels if oid == v["object"]]
             assert len(mine) == 1, f"{v['object']} not rendered at t={t}"
-            (cls, (x1, y1, x2, y2)), _ = mine[0]
-            assert cls == {"vehicle": "vehicle", "stall": "stall", "litter": "litter",
-                           "structure": "structure"}[kinds[v["object"]]]
+            (cls, (x1, _y1, x2, y2)), _ = mine[0]
+            assert (
+                cls
+                == {"vehicle": "vehicle", "stall": "stall", "litter": "litter", "structure": "structure"}[
+                    kinds[v["object"]]
+                ]
+            )
             anchor = np.array([[(x1 + x2) / 2 / sc.cam.width, y2 / sc.cam.height]])
-            assert points_in_polygon(anchor, polys[v["zone"]])[0], f"{v['object']} outside {v['zone']} at t={t}"
+            assert points_in_polygon(anchor, polys[v["zone"]])[0], (
+                f"{v['object']} outside {v['zone']} at t={t}"
+            )
         # after it leaves, it is not rendered
         if v["end_s"] is not None:
-            _img, labels = sc.frame(int(round((v["end_s"] + 1) * sc.spec.fps)))
+            _img, labels = sc.frame(round((v["end_s"] + 1) * sc.spec.fps))
             assert all(oid != v["object"] for _, oid in labels)
 
 
 def test_scenario_ground_truth_excludes_short_stays_and_outside_objects():
-    spec = ScenarioSpec.model_validate({
-        "name": "t", "duration_s": 100, "start_time": "2026-01-01T08:00:00+08:00",
-        "dwell_s": {"illegal_parking": 30},
-        "zones": [{"id": "np", "rules": ["illegal_parking"], "x": [4, 7], "z": [14, 30]}],
-        "objects": [
-            {"id": "long", "kind": "vehicle", "x": 5.5, "z": 20, "appear": 10, "leave": 80},
-            {"id": "short", "kind": "vehicle", "x": 5.5, "z": 25, "appear": 10, "leave": 30},
-            {"id": "outside", "kind": "vehicle", "x": -5.5, "z": 20, "appear": 0},
-            {"id": "passing", "kind": "vehicle", "x": 5.5, "z": 40, "appear": 0, "leave": 10, "to": {"x": 5.5, "z": 14}},
-        ],
-    })
+    spec = ScenarioSpec.model_validate(
+        {
+            "name": "t",
+            "duration_s": 100,
+            "start_time": "2026-01-01T08:00:00+08:00",
+            "dwell_s": {"illegal_parking": 30},
+            "zones": [{"id": "np", "rules": ["illegal_parking"], "x": [4, 7], "z": [14, 30]}],
+            "objects": [
+                {"id": "long", "kind": "vehicle", "x": 5.5, "z": 20, "appear": 10, "leave": 80},
+                {"id": "short", "kind": "vehicle", "x": 5.5, "z": 25, "appear": 10, "leave": 30},
+                {"id": "outside", "kind": "vehicle", "x": -5.5, "z": 20, "appear": 0},
+                {
+                    "id": "passing",
+                    "kind": "vehicle",
+                    "x": 5.5,
+                    "z": 40,
+                    "appear": 0,
+                    "leave": 10,
+                    "to": {"x": 5.5, "z": 14},
+                },
+            ],
+        }
+    )
     truth = Scenario.from_spec(spec).ground_truth()
     assert [v["object"] for v in truth] == ["long"]
     assert truth[0]["opened_at_s"] == 40

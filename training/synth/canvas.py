@@ -36,7 +36,7 @@ class Sprite:
         w, h = self.size
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        img = cv2.resize(self.bgra, (nw, nh), interpolation=interp)
+        img = np.asarray(cv2.resize(self.bgra, (nw, nh), interpolation=interp), np.uint8)
         anchor = None if self.anchor is None else (self.anchor[0] * nw / w, self.anchor[1] * nh / h)
         return Sprite(img, self.cls, anchor)
 
@@ -45,7 +45,9 @@ def new_canvas(w: int, h: int) -> U8:
     return np.zeros((h, w, 4), np.uint8)
 
 
-def color(rng: np.random.Generator, base: tuple[int, int, int], jitter: int = 18) -> tuple[int, int, int, int]:
+def color(
+    rng: np.random.Generator, base: tuple[int, int, int], jitter: int = 18
+) -> tuple[int, int, int, int]:
     c = np.clip(np.array(base) + rng.integers(-jitter, jitter + 1, 3), 0, 255)
     return int(c[0]), int(c[1]), int(c[2]), 255
 
@@ -59,15 +61,35 @@ def rect(canvas: U8, x1: float, y1: float, x2: float, y2: float, col: tuple[int,
     poly(canvas, [(x1, y1), (x2, y1), (x2, y2), (x1, y2)], col)
 
 
-def ellipse(canvas: U8, cx: float, cy: float, rx: float, ry: float, col: tuple[int, ...], angle: float = 0) -> None:
+def ellipse(
+    canvas: U8, cx: float, cy: float, rx: float, ry: float, col: tuple[int, ...], angle: float = 0
+) -> None:
     cv2.ellipse(
-        canvas, (round(cx * 4), round(cy * 4)), (max(1, round(rx * 4)), max(1, round(ry * 4))),
-        angle, 0, 360, col, -1, cv2.LINE_AA, 2,
+        canvas,
+        (round(cx * 4), round(cy * 4)),
+        (max(1, round(rx * 4)), max(1, round(ry * 4))),
+        angle,
+        0,
+        360,
+        col,
+        -1,
+        cv2.LINE_AA,
+        2,
     )
 
 
-def line(canvas: U8, p: tuple[float, float], q: tuple[float, float], col: tuple[int, ...], th: int = 1) -> None:
-    cv2.line(canvas, (round(p[0] * 4), round(p[1] * 4)), (round(q[0] * 4), round(q[1] * 4)), col, th, cv2.LINE_AA, 2)
+def line(
+    canvas: U8, p: tuple[float, float], q: tuple[float, float], col: tuple[int, ...], th: int = 1
+) -> None:
+    cv2.line(
+        canvas,
+        (round(p[0] * 4), round(p[1] * 4)),
+        (round(q[0] * 4), round(q[1] * 4)),
+        col,
+        th,
+        cv2.LINE_AA,
+        2,
+    )
 
 
 def value_noise(rng: np.random.Generator, h: int, w: int, octaves: tuple[int, ...] = (4, 16, 64)) -> F32:
@@ -80,7 +102,8 @@ def value_noise(rng: np.random.Generator, h: int, w: int, octaves: tuple[int, ..
         amp = 0.5**i
         out += amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
         total += amp
-    return np.clip(out / total, 0, 1)
+    result: F32 = np.clip(out / total, 0, 1).astype(np.float32)
+    return result
 
 
 def texture_sprite(rng: np.random.Generator, sprite: U8, strength: float = 0.18) -> U8:
@@ -118,7 +141,9 @@ class Placed:
     obj_id: int = -1
 
 
-def composite(frame: F32, placed: list[Placed]) -> list[tuple[Placed, tuple[float, float, float, float], float]]:
+def composite(
+    frame: F32, placed: list[Placed]
+) -> list[tuple[Placed, tuple[float, float, float, float], float]]:
     """Alpha-composite far-to-near; return labelled objects with their clipped box and visible fraction."""
     fh, fw = frame.shape[:2]
     order = sorted(placed, key=lambda p: -p.depth)

@@ -61,8 +61,11 @@ def build(root: Path, counts: dict[str, dict[str, int]], workers: int = 2, seed_
             pass
     for key, files in lists.items():
         (root / f"{key}.txt").write_text("\n".join(files) + "\n")
-    spec: dict[str, object] = {"path": str(root.resolve()), "names": dict(enumerate(CLASSES)),
-                               "rule_labels": dict(RULE_LABELS)}
+    spec: dict[str, object] = {
+        "path": str(root.resolve()),
+        "names": dict(enumerate(CLASSES)),
+        "rule_labels": dict(RULE_LABELS),
+    }
     for split in counts:
         spec[split] = f"images/{split}"
         for view in counts[split]:
@@ -88,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, nargs=2, default=(200, 200), metavar=("STREET", "DRONE"))
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args(argv)
-    counts = {s: {"street": v[0], "drone": v[1]} for s, v in (("train", a.train), ("val", a.val), ("test", a.test))}
+    counts = {
+        s: {"street": v[0], "drone": v[1]} for s, v in (("train", a.train), ("val", a.val), ("test", a.test))
+    }
     path = build(a.out, counts, a.workers)
     print(f"dataset written: {path} (train labels sha256 {labels_hash(a.out)})")
     return 0

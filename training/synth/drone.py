@@ -39,12 +39,12 @@ def vehicle_top(rng: np.random.Generator) -> tuple[Sprite, float, float]:
     rect(c, 2, 2, L - 2, W - 2, body)
     glass = (60, 55, 50, 255)
     if kind == "truck":
-        rect(c, L * 0.78, 4, L - 4, W - 4, tuple(int(v * 0.85) for v in body[:3]) + (255,))
+        rect(c, L * 0.78, 4, L - 4, W - 4, (*tuple(int(v * 0.85) for v in body[:3]), 255))
         rect(c, 4, 4, L * 0.76, W - 4, color(rng, (205, 205, 205), 30))
     else:
         poly(c, [(L * 0.62, 6), (L * 0.75, 10), (L * 0.75, W - 10), (L * 0.62, W - 6)], glass)
         poly(c, [(L * 0.22, 8), (L * 0.3, 10), (L * 0.3, W - 10), (L * 0.22, W - 8)], glass)
-        rect(c, L * 0.3, 9, L * 0.62, W - 9, tuple(min(255, int(v * 1.08)) for v in body[:3]) + (255,))
+        rect(c, L * 0.3, 9, L * 0.62, W - 9, (*tuple(min(255, int(v * 1.08)) for v in body[:3]), 255))
     return Sprite(texture_sprite(rng, c, 0.12), "vehicle"), length, width
 
 
@@ -54,7 +54,7 @@ def shed_top(rng: np.random.Generator) -> tuple[Sprite, float, float]:
     c = new_canvas(L, W)
     sheet = color(rng, SHEET_COLOURS[int(rng.integers(len(SHEET_COLOURS)))], 25)
     rect(c, 0, 0, L, W, sheet)
-    dark = tuple(int(v * 0.72) for v in sheet[:3]) + (255,)
+    dark = (*tuple(int(v * 0.72) for v in sheet[:3]), 255)
     step = int(rng.integers(8, 14))
     for x in range(step, L, step):
         line(c, (x, 0), (x, W), dark, 2)
@@ -67,14 +67,23 @@ def litter_top(rng: np.random.Generator) -> tuple[Sprite, float, float]:
     d = float(rng.uniform(1.0, 3.0))
     D = int(d * PX_PER_M)
     c = new_canvas(D, D)
-    pts = [(D / 2 + np.cos(a) * D * rng.uniform(0.3, 0.5), D / 2 + np.sin(a) * D * rng.uniform(0.3, 0.5))
-           for a in np.linspace(0, 2 * np.pi, 9)[:-1]]
+    pts = [
+        (D / 2 + np.cos(a) * D * rng.uniform(0.3, 0.5), D / 2 + np.sin(a) * D * rng.uniform(0.3, 0.5))
+        for a in np.linspace(0, 2 * np.pi, 9)[:-1]
+    ]
     poly(c, pts, color(rng, (70, 85, 95), 20))
     palette = [(235, 235, 235), (30, 30, 30), (40, 40, 170), (200, 140, 40), (60, 160, 220), (90, 140, 90)]
     for _ in range(int(rng.integers(10, 25))):
         r = rng.uniform(0.06, 0.14) * D
-        ellipse(c, rng.uniform(0.2, 0.8) * D, rng.uniform(0.2, 0.8) * D, r, r * rng.uniform(0.5, 1),
-                color(rng, palette[int(rng.integers(len(palette)))], 20), rng.uniform(0, 180))
+        ellipse(
+            c,
+            rng.uniform(0.2, 0.8) * D,
+            rng.uniform(0.2, 0.8) * D,
+            r,
+            r * rng.uniform(0.5, 1),
+            color(rng, palette[int(rng.integers(len(palette)))], 20),
+            rng.uniform(0, 180),
+        )
     return Sprite(texture_sprite(rng, crop_to_alpha(c), 0.25), "litter"), d, d
 
 
@@ -88,8 +97,15 @@ def stall_top(rng: np.random.Generator) -> tuple[Sprite, float, float]:
         ellipse(c, D / 2, D / 2, D / 2 - 1, D / 2 - 1, canopy)
         for k in range(0, 360, 60):
             a0, a1 = np.radians(k), np.radians(k + 30)
-            poly(c, [(D / 2, D / 2), (D / 2 + np.cos(a0) * D / 2, D / 2 + np.sin(a0) * D / 2),
-                     (D / 2 + np.cos(a1) * D / 2, D / 2 + np.sin(a1) * D / 2)], stripe)
+            poly(
+                c,
+                [
+                    (D / 2, D / 2),
+                    (D / 2 + np.cos(a0) * D / 2, D / 2 + np.sin(a0) * D / 2),
+                    (D / 2 + np.cos(a1) * D / 2, D / 2 + np.sin(a1) * D / 2),
+                ],
+                stripe,
+            )
     else:
         rect(c, 0, 0, D, D, canopy)
         for k in range(0, D, max(4, D // 6)):
@@ -102,8 +118,14 @@ def tree_top(rng: np.random.Generator) -> tuple[Sprite, float, float]:
     D = int(d * PX_PER_M)
     c = new_canvas(D, D)
     for _ in range(8):
-        ellipse(c, rng.uniform(0.3, 0.7) * D, rng.uniform(0.3, 0.7) * D, rng.uniform(0.2, 0.32) * D,
-                rng.uniform(0.2, 0.32) * D, color(rng, (50, 110, 60), 25))
+        ellipse(
+            c,
+            rng.uniform(0.3, 0.7) * D,
+            rng.uniform(0.3, 0.7) * D,
+            rng.uniform(0.2, 0.32) * D,
+            rng.uniform(0.2, 0.32) * D,
+            color(rng, (50, 110, 60), 25),
+        )
     return Sprite(texture_sprite(rng, crop_to_alpha(c), 0.4), None), d, d
 
 
@@ -117,13 +139,19 @@ def rotate_sprite(sprite: Sprite, angle_deg: float) -> Sprite:
     m[0, 2] += nw / 2 - w / 2
     m[1, 2] += nh / 2 - h / 2
     img = cv2.warpAffine(sprite.bgra, m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
-    return Sprite(crop_to_alpha(img), sprite.cls)
+    return Sprite(crop_to_alpha(np.asarray(img, np.uint8)), sprite.cls)
 
 
-def render_ground(rng: np.random.Generator, w_m: float, h_m: float, gsd: float,
-                  roofs: list[tuple[float, float, float, float]], roads: list[tuple[float, float, float, float]]) -> F32:
+def render_ground(
+    rng: np.random.Generator,
+    w_m: float,
+    h_m: float,
+    gsd: float,
+    roofs: list[tuple[float, float, float, float]],
+    roads: list[tuple[float, float, float, float]],
+) -> F32:
     """Yards (grass / dirt), roads, and roofs with parapets, float32 BGR."""
-    w, h = int(round(w_m / gsd)), int(round(h_m / gsd))
+    w, h = round(w_m / gsd), round(h_m / gsd)
     n = value_noise(rng, h, w, (6, 24, 96))
     grass = np.array([60, 120, 90], np.float32) * (0.7 + 0.6 * n)[..., None]
     dirt = np.array([110, 140, 160], np.float32) * (0.75 + 0.5 * n)[..., None]
@@ -142,8 +170,14 @@ def render_ground(rng: np.random.Generator, w_m: float, h_m: float, gsd: float,
                 img[ys : ys + int(3 / gsd), cx - 1 : cx + 1] = (220, 220, 220)
     for x1, y1, x2, y2 in roofs:
         a, b, c_, d = (int(v / gsd) for v in (x1, y1, x2, y2))
-        tone = np.array(color(rng, [(150, 150, 150), (90, 90, 170), (170, 170, 160), (120, 130, 140)]
-                              [int(rng.integers(4))], 20)[:3], np.float32)
+        tone = np.array(
+            color(
+                rng,
+                [(150, 150, 150), (90, 90, 170), (170, 170, 160), (120, 130, 140)][int(rng.integers(4))],
+                20,
+            )[:3],
+            np.float32,
+        )
         img[b:d, a:c_] = tone * (0.85 + 0.3 * n[b:d, a:c_])[..., None]
         e = max(1, int(0.4 / gsd))
         img[b : b + e, a:c_] *= 1.2

@@ -75,18 +75,19 @@ def finish(img: F32, cond: Conditions, rng: np.random.Generator) -> U8:
     if cond.blur >= 3:
         k = np.zeros((cond.blur, cond.blur), np.float32)
         k[cond.blur // 2, :] = 1.0 / cond.blur
-        img = cv2.filter2D(img, -1, k)
+        img = np.asarray(cv2.filter2D(img, -1, k), np.float32)
     if cond.noise > 0:
         img = img + rng.normal(0, cond.noise, img.shape).astype(np.float32)
     out = np.clip(img, 0, 255).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, cond.jpeg])
     if ok:
-        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        out = np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR), np.uint8)
     return out
 
 
 def shake(img: U8, dx: int, dy: int) -> U8:
     if dx == 0 and dy == 0:
         return img
-    m = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REFLECT)
+    m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+    out = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REFLECT)
+    return np.asarray(out, np.uint8)

@@ -20,9 +20,25 @@ from .canvas import (
     vertical_shade,
 )
 
-CAR_COLOURS = [(235, 235, 235), (190, 190, 195), (40, 40, 45), (30, 30, 170), (150, 80, 30), (60, 110, 60),
-               (200, 200, 180), (80, 80, 90), (20, 140, 210)]
-CANOPY_COLOURS = [(40, 40, 200), (200, 120, 30), (30, 170, 230), (60, 160, 60), (230, 230, 230), (150, 40, 160)]
+CAR_COLOURS = [
+    (235, 235, 235),
+    (190, 190, 195),
+    (40, 40, 45),
+    (30, 30, 170),
+    (150, 80, 30),
+    (60, 110, 60),
+    (200, 200, 180),
+    (80, 80, 90),
+    (20, 140, 210),
+]
+CANOPY_COLOURS = [
+    (40, 40, 200),
+    (200, 120, 30),
+    (30, 170, 230),
+    (60, 160, 60),
+    (230, 230, 230),
+    (150, 40, 160),
+]
 SHEET_COLOURS = [(190, 120, 40), (200, 200, 205), (170, 150, 60), (120, 140, 150), (220, 170, 90)]
 CLOTHES = [(40, 40, 40), (200, 200, 200), (40, 40, 160), (140, 90, 40), (60, 120, 60), (30, 90, 190)]
 
@@ -54,7 +70,7 @@ def vehicle_oblique(rng: np.random.Generator, kind: str | None = None) -> Sprite
     x0 = 5 + max(0, side)
     if side:  # the visible flank recedes: its far edge is shorter than the edge at the body
         near, far = (x0, 5) if side > 0 else (x0 + 200, x0 + 200 + abs(side))
-        flank = tuple(int(v * 0.72) for v in body[:3]) + (255,)
+        flank = (*tuple(int(v * 0.72) for v in body[:3]), 255)
         poly(c, [(near, h * 0.3), (far, h * 0.4), (far, h - 24), (near, h - 12)], flank)
         poly(c, [(near, h * 0.32), (far, h * 0.41), (far, h * 0.5), (near, h * 0.48)], glass)
         wx = (near + far) / 2
@@ -73,8 +89,14 @@ def vehicle_oblique(rng: np.random.Generator, kind: str | None = None) -> Sprite
     lamp = (30, 30, 200, 255) if rng.random() < 0.6 else (200, 230, 240, 255)
     rect(c, x0 + 8, h * 0.55, x0 + 38, h * 0.55 + 14, lamp)
     rect(c, x0 + 162, h * 0.55, x0 + 192, h * 0.55 + 14, lamp)
-    rect(c, x0 + 80, h * 0.62, x0 + 120, h * 0.62 + 14, (230, 160, 20, 255) if rng.random() < 0.5 else
-         (240, 240, 240, 255))  # plate
+    rect(
+        c,
+        x0 + 80,
+        h * 0.62,
+        x0 + 120,
+        h * 0.62 + 14,
+        (230, 160, 20, 255) if rng.random() < 0.5 else (240, 240, 240, 255),
+    )  # plate
     for wx in (x0 + 12, x0 + 158):
         rect(c, wx, h - 26, wx + 30, h + 8, dark)
     spr = texture_sprite(rng, vertical_shade(crop_to_alpha(c), 1.15, 0.75), 0.12)
@@ -113,14 +135,27 @@ def stall_oblique(rng: np.random.Generator) -> Sprite:
         poly(c, [(15, 30), (245, 30), (255, 70), (5, 70)], canopy)
         for k in range(0, 250, 40):
             rect(c, 5 + k, 62, 25 + k, 78, stripe)
-    cart = color(rng, [(60, 90, 140), (150, 150, 150), (40, 100, 60), (70, 70, 160)][int(rng.integers(4))], 20)
+    cart = color(
+        rng, [(60, 90, 140), (150, 150, 150), (40, 100, 60), (70, 70, 160)][int(rng.integers(4))], 20
+    )
     rect(c, 20, 150, 240, 225, cart)
     rect(c, 20, 145, 240, 155, (200, 200, 200, 255))
     for _ in range(int(rng.integers(6, 14))):  # goods on the counter
         gx, gy = rng.uniform(30, 230), rng.uniform(125, 148)
-        ellipse(c, gx, gy, rng.uniform(6, 14), rng.uniform(5, 10),
-                color(rng, [(30, 120, 230), (40, 200, 60), (30, 30, 200), (40, 200, 230), (200, 200, 200)]
-                      [int(rng.integers(5))], 25))
+        ellipse(
+            c,
+            gx,
+            gy,
+            rng.uniform(6, 14),
+            rng.uniform(5, 10),
+            color(
+                rng,
+                [(30, 120, 230), (40, 200, 60), (30, 30, 200), (40, 200, 230), (200, 200, 200)][
+                    int(rng.integers(5))
+                ],
+                25,
+            ),
+        )
     ellipse(c, 50, 238, 16, 16, (30, 30, 30, 255))
     ellipse(c, 210, 238, 16, 16, (30, 30, 30, 255))
     if rng.random() < 0.8:
@@ -137,8 +172,15 @@ def litter_oblique(rng: np.random.Generator) -> Sprite:
     """Litter lying on the ground, squashed for the oblique view: bags, bottles, scatter, a pile."""
     kind = str(rng.choice(["bags", "bottles", "scatter", "pile"]))
     c = new_canvas(200, 110)
-    palette = [(235, 235, 235), (30, 30, 30), (40, 40, 170), (200, 140, 40), (60, 160, 220), (90, 140, 90),
-               (160, 170, 175)]
+    palette = [
+        (235, 235, 235),
+        (30, 30, 30),
+        (40, 40, 170),
+        (200, 140, 40),
+        (60, 160, 220),
+        (90, 140, 90),
+        (160, 170, 175),
+    ]
     if kind == "pile":
         poly(c, [(10, 105), (40, 50), (90, 25), (150, 40), (190, 105)], color(rng, (70, 80, 90), 20))
     n = {"bags": 4, "bottles": 7, "scatter": 16, "pile": 14}[kind]
@@ -166,15 +208,24 @@ def structure_oblique(rng: np.random.Generator) -> Sprite:
     c = new_canvas(w, h)
     if kind == "shack":
         rect(c, 10, 60, w - 10, h, sheet)
-        poly(c, [(0, 70), (w / 2, 10), (w, 70)] if rng.random() < 0.5 else [(0, 45), (w, 15), (w, 70), (0, 75)],
-             tuple(int(v * 0.8) for v in sheet[:3]) + (255,))
+        poly(
+            c,
+            [(0, 70), (w / 2, 10), (w, 70)] if rng.random() < 0.5 else [(0, 45), (w, 15), (w, 70), (0, 75)],
+            (*tuple(int(v * 0.8) for v in sheet[:3]), 255),
+        )
         rect(c, w * 0.55, 110, w * 0.75, h, (50, 50, 55, 255))  # door
         rect(c, w * 0.15, 100, w * 0.4, 150, color(rng, (90, 80, 70), 20))  # window
     else:
         rect(c, 0, 40, w, h, sheet)
         rect(c, 0, 40, w, 55, (240, 240, 240, 255))
     for x in range(14, w - 10, 9):  # corrugation
-        line(c, (x, 62 if kind == "shack" else 56), (x, h - 2), tuple(int(v * 0.7) for v in sheet[:3]) + (255,), 2)
+        line(
+            c,
+            (x, 62 if kind == "shack" else 56),
+            (x, h - 2),
+            (*tuple(int(v * 0.7) for v in sheet[:3]), 255),
+            2,
+        )
     return Sprite(texture_sprite(rng, vertical_shade(crop_to_alpha(c), 1.1, 0.85)), "structure")
 
 
@@ -182,8 +233,14 @@ def tree_oblique(rng: np.random.Generator) -> Sprite:
     c = new_canvas(220, 400)
     rect(c, 100, 200, 120, 400, color(rng, (40, 60, 80), 15))
     for _ in range(9):
-        ellipse(c, rng.uniform(50, 170), rng.uniform(50, 220), rng.uniform(35, 60), rng.uniform(30, 50),
-                color(rng, (50, 110, 55), 25))
+        ellipse(
+            c,
+            rng.uniform(50, 170),
+            rng.uniform(50, 220),
+            rng.uniform(35, 60),
+            rng.uniform(30, 50),
+            color(rng, (50, 110, 55), 25),
+        )
     return Sprite(texture_sprite(rng, crop_to_alpha(c), 0.35), None)
 
 

@@ -35,8 +35,12 @@ from .effects import Conditions
 from .scenes import Label, WorldObject, make_street_object, render_street
 from .street import StreetCamera, StreetLayout, render_background
 
-RULE_OF = {"vehicle": "illegal_parking", "stall": "street_vending", "litter": "unclean_road",
-           "structure": "illegal_structure"}
+RULE_OF = {
+    "vehicle": "illegal_parking",
+    "stall": "street_vending",
+    "litter": "unclean_road",
+    "structure": "illegal_structure",
+}
 
 
 class _M(BaseModel):
@@ -44,13 +48,13 @@ class _M(BaseModel):
 
 
 class CameraSpec(_M):
-    width: int = Field(640, gt=0)
-    height: int = Field(360, gt=0)
-    cam_height: float = Field(6.0, gt=0)
+    width: int = Field(default=640, gt=0)
+    height: int = Field(default=360, gt=0)
+    cam_height: float = Field(default=6.0, gt=0)
     cam_x: float = 4.0
-    horizon: float = Field(0.3, gt=0, lt=1)
-    focal: float = Field(560.0, gt=0)
-    vx: float = Field(0.5, gt=0, lt=1)
+    horizon: float = Field(default=0.3, gt=0, lt=1)
+    focal: float = Field(default=560.0, gt=0)
+    vx: float = Field(default=0.5, gt=0, lt=1)
 
 
 class ZoneSpec(_M):
@@ -71,19 +75,23 @@ class ObjectSpec(_M):
     variant: str | None = None
     x: float
     z: float
-    appear: float = Field(0.0, ge=0)
-    leave: float | None = Field(None, description="seconds; None = stays to the end")
-    drive_in_s: float = Field(0.0, ge=0, description="vehicles: seconds driving from 30 m behind to the spot")
-    to: PointSpec | None = Field(None, description="moves linearly to this point between appear and leave")
+    appear: float = Field(default=0.0, ge=0)
+    leave: float | None = Field(default=None, description="seconds; None = stays to the end")
+    drive_in_s: float = Field(
+        default=0.0, ge=0, description="vehicles: seconds driving from 30 m behind to the spot"
+    )
+    to: PointSpec | None = Field(
+        default=None, description="moves linearly to this point between appear and leave"
+    )
     seed: int = 0
 
 
 class ScenarioSpec(_M):
     name: str
     seed: int = 0
-    camera: CameraSpec = CameraSpec()
-    fps: float = Field(5.0, gt=0)
-    gop_s: float = Field(2.0, gt=0)
+    camera: CameraSpec = Field(default_factory=lambda: CameraSpec())
+    fps: float = Field(default=5.0, gt=0)
+    gop_s: float = Field(default=2.0, gt=0)
     duration_s: float = Field(gt=0)
     start_time: datetime
     light: str = "day"
@@ -117,8 +125,10 @@ class Scenario:
             if o.kind == "vehicle" and o.variant:
                 from .objects import vehicle_oblique
 
-                sprites[o.id] = (vehicle_oblique(orng, o.variant), {"car": 1.5, "van": 2.0, "truck": 3.0}.get(
-                    o.variant, 1.6))
+                sprites[o.id] = (
+                    vehicle_oblique(orng, o.variant),
+                    {"car": 1.5, "van": 2.0, "truck": 3.0}.get(o.variant, 1.6),
+                )
             else:
                 sprites[o.id] = make_street_object(orng, o.kind)
         return cls(spec, cam, bg, sprites)
@@ -182,15 +192,26 @@ class Scenario:
                 dwell = self.spec.dwell_s.get(rule, 0.0)
                 if end - start < dwell:
                     continue
-                out.append({"object": o.id, "rule": rule, "zone": z.id, "start_s": start,
-                            "end_s": o.leave, "opened_at_s": start + dwell,
-                            "leaves": o.leave is not None})
+                out.append(
+                    {
+                        "object": o.id,
+                        "rule": rule,
+                        "zone": z.id,
+                        "start_s": start,
+                        "end_s": o.leave,
+                        "opened_at_s": start + dwell,
+                        "leaves": o.leave is not None,
+                    }
+                )
         return out
 
 
 def _clip_unit(poly: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Sutherland-Hodgman clip of a polygon against the unit square."""
-    def clip(pts: list[tuple[float, float]], axis: int, bound: float, keep_low: bool) -> list[tuple[float, float]]:
+
+    def clip(
+        pts: list[tuple[float, float]], axis: int, bound: float, keep_low: bool
+    ) -> list[tuple[float, float]]:
         out: list[tuple[float, float]] = []
         for i, cur in enumerate(pts):
             prev = pts[i - 1]
@@ -219,14 +240,14 @@ def render_scenario(script: Path, out_dir: Path, progress: bool = True) -> dict[
     spec = sc.spec
     out_dir.mkdir(parents=True, exist_ok=True)
     video = out_dir / f"{spec.name}.mp4"
-    n = int(round(spec.duration_s * spec.fps))
+    n = round(spec.duration_s * spec.fps)
     with av.open(str(video), "w") as container:
         container.metadata["creation_time"] = spec.start_time.isoformat()
         rate = Fraction(spec.fps).limit_denominator(1000)
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = sc.cam.width, sc.cam.height
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = max(1, int(round(spec.gop_s * spec.fps)))
+        stream.codec_context.gop_size = max(1, round(spec.gop_s * spec.fps))
         stream.options = {"crf": "27", "preset": "veryfast", "bf": "0", "sc_threshold": "0"}
         it = range(n)
         if progress:
@@ -240,9 +261,15 @@ def render_scenario(script: Path, out_dir: Path, progress: bool = True) -> dict[
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    truth = {"scenario": spec.name, "video": video.name, "fps": spec.fps, "duration_s": spec.duration_s,
-             "start_time": spec.start_time.isoformat(), "violations": sc.ground_truth(),
-             "zones": [{"id": z.id, "rules": z.rules, "polygon": sc.zone_polygon(z)} for z in spec.zones]}
+    truth = {
+        "scenario": spec.name,
+        "video": video.name,
+        "fps": spec.fps,
+        "duration_s": spec.duration_s,
+        "start_time": spec.start_time.isoformat(),
+        "violations": sc.ground_truth(),
+        "zones": [{"id": z.id, "rules": z.rules, "polygon": sc.zone_polygon(z)} for z in spec.zones],
+    }
     gt = out_dir / f"{spec.name}.truth.json"
     gt.write_text(json.dumps(truth, indent=2, ensure_ascii=False) + "\n")
     return {"video": video, "truth": gt}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from . import drone as dr
@@ -43,8 +44,13 @@ def shadow_of(sprite: Sprite, strength: float = 0.45) -> Sprite:
 def make_street_object(rng: np.random.Generator, kind: str) -> tuple[Sprite, float]:
     if kind == "vehicle":
         vk = str(rng.choice(["car", "car", "car", "van", "truck", "moto", "tricycle"]))
-        return ob.vehicle_oblique(rng, vk), {"car": 1.5, "van": 2.0, "truck": 3.0, "moto": 1.6,
-                                             "tricycle": 1.6}[vk] * float(rng.uniform(0.92, 1.08))
+        return ob.vehicle_oblique(rng, vk), {
+            "car": 1.5,
+            "van": 2.0,
+            "truck": 3.0,
+            "moto": 1.6,
+            "tricycle": 1.6,
+        }[vk] * float(rng.uniform(0.92, 1.08))
     if kind == "stall":
         return ob.stall_oblique(rng), float(rng.uniform(2.1, 2.6))
     if kind == "litter":
@@ -62,7 +68,9 @@ def make_street_object(rng: np.random.Generator, kind: str) -> tuple[Sprite, flo
     raise ValueError(f"unknown street object kind {kind!r}")
 
 
-def random_position(rng: np.random.Generator, kind: str, side: int, z_near: float = 6.0) -> tuple[float, float]:
+def random_position(
+    rng: np.random.Generator, kind: str, side: int, z_near: float = 6.0
+) -> tuple[float, float]:
     """Where a kind of object plausibly stands: (X across the street, Z along it).
 
     ``z_near`` is the nearest ground distance the camera sees; a few objects stand nearer,
@@ -92,9 +100,14 @@ def random_position(rng: np.random.Generator, kind: str, side: int, z_near: floa
 def random_street_objects(rng: np.random.Generator, cam: StreetCamera) -> list[WorldObject]:
     z_near = cam.focal * cam.cam_height / (cam.height * (1 - cam.horizon))
     counts = {
-        "vehicle": int(rng.integers(0, 7)), "stall": int(rng.integers(0, 3)), "litter": int(rng.integers(0, 6)),
-        "structure": int(rng.random() < 0.45) + int(rng.random() < 0.1), "person": int(rng.integers(0, 7)),
-        "tree": int(rng.integers(0, 4)), "bench": int(rng.integers(0, 2)), "bicycle": int(rng.integers(0, 3)),
+        "vehicle": int(rng.integers(0, 7)),
+        "stall": int(rng.integers(0, 3)),
+        "litter": int(rng.integers(0, 6)),
+        "structure": int(rng.random() < 0.45) + int(rng.random() < 0.1),
+        "person": int(rng.integers(0, 7)),
+        "tree": int(rng.integers(0, 4)),
+        "bench": int(rng.integers(0, 2)),
+        "bicycle": int(rng.integers(0, 3)),
     }
     out: list[WorldObject] = []
     for kind, n in counts.items():
@@ -106,8 +119,9 @@ def random_street_objects(rng: np.random.Generator, cam: StreetCamera) -> list[W
     return out
 
 
-def render_street(cam: StreetCamera, background: F32, objs: list[WorldObject], cond: Conditions,
-                  rng: np.random.Generator) -> tuple[U8, list[tuple[Label, int]]]:
+def render_street(
+    cam: StreetCamera, background: F32, objs: list[WorldObject], cond: Conditions, rng: np.random.Generator
+) -> tuple[U8, list[tuple[Label, int]]]:
     """Composite objects onto a background and apply the conditions; labels carry obj_id."""
     frame = background.copy()
     placed: list[Placed] = []
@@ -120,9 +134,7 @@ def render_street(cam: StreetCamera, background: F32, objs: list[WorldObject], c
             sh = shadow_of(p.sprite, 0.35)
             h = sh.bgra.shape[0]
             squash = max(2, h // 5)
-            import cv2
-
-            flat = cv2.resize(sh.bgra, (sh.bgra.shape[1] + squash, squash))
+            flat = np.asarray(cv2.resize(sh.bgra, (sh.bgra.shape[1] + squash, squash)), np.uint8)
             placed.append(Placed(Sprite(flat, None), p.x + 2, p.y + h - squash // 2, depth=o.z + 0.01))
         placed.append(p)
     hits = composite(frame, placed)
@@ -179,7 +191,7 @@ def drone_sample(seed: int, size: int = 640) -> tuple[U8, list[Label]]:
     def on_road() -> tuple[float, float, float]:
         t = float(rng.uniform(0, span))
         o = r0 + float(rng.uniform(1.5, rw - 1.5))
-        return ((t, o, 0.0) if horizontal else (o, t, 90.0))
+        return (t, o, 0.0) if horizontal else (o, t, 90.0)
 
     def anywhere() -> tuple[float, float, float]:
         return float(rng.uniform(0, span)), float(rng.uniform(0, span)), float(rng.uniform(0, 180))
@@ -206,8 +218,11 @@ def drone_sample(seed: int, size: int = 640) -> tuple[U8, list[Label]]:
         s, _, _ = dr.stall_top(rng)
         x, y, _ = on_road()
         off = rw / 2 + 1.5
-        x, y = (x, r0 + (-1.5 if rng.random() < 0.5 else rw + 1.5)) if horizontal else (
-            r0 + (-1.5 if rng.random() < 0.5 else rw + 1.5), y)
+        x, y = (
+            (x, r0 + (-1.5 if rng.random() < 0.5 else rw + 1.5))
+            if horizontal
+            else (r0 + (-1.5 if rng.random() < 0.5 else rw + 1.5), y)
+        )
         del off
         items.append((s, x, y, float(rng.uniform(0, 90)), 2.5))
     for _ in range(int(rng.integers(0, 4))):
@@ -230,6 +245,10 @@ def drone_sample(seed: int, size: int = 640) -> tuple[U8, list[Label]]:
     out = finish(img, cond, rng)
     labels: list[Label] = []
     for p, box, vis in hits:
-        if vis >= MIN_VISIBLE and p.sprite.cls is not None and min(box[2] - box[0], box[3] - box[1]) >= MIN_SIDE:
+        if (
+            vis >= MIN_VISIBLE
+            and p.sprite.cls is not None
+            and min(box[2] - box[0], box[3] - box[1]) >= MIN_SIDE
+        ):
             labels.append((p.sprite.cls, box))
     return out, labels

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from .canvas import F32, Placed, Sprite, value_noise
@@ -41,7 +40,8 @@ class StreetCamera:
     @classmethod
     def random(cls, rng: np.random.Generator, width: int = 640, height: int = 360) -> StreetCamera:
         return cls(
-            width=width, height=height,
+            width=width,
+            height=height,
             cam_height=float(rng.uniform(4.5, 8.0)),
             cam_x=float(rng.uniform(-2.0, 9.0)),
             horizon=float(rng.uniform(0.18, 0.36)),
@@ -63,7 +63,10 @@ class StreetLayout:
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> StreetLayout:
-        shop = [tuple(int(c) for c in (rng.integers(60, 200, 3) * 0.6 + rng.integers(90, 160) * 0.4)) for _ in range(12)]
+        shop = [
+            tuple(int(c) for c in (rng.integers(60, 200, 3) * 0.6 + rng.integers(90, 160) * 0.4))
+            for _ in range(12)
+        ]
         return cls(
             road_tone=float(rng.uniform(70, 120)),
             walk_tone=tuple(float(v) for v in rng.uniform(120, 185, 3) * [1, 1.02, 1.05]),  # type: ignore[arg-type]
@@ -103,7 +106,7 @@ def render_background(cam: StreetCamera, lay: StreetLayout, rng: np.random.Gener
         mark = road & (np.abs(x - lx) < width)
         if dashed:
             mark &= (z % 9.0) < 4.0
-        img[mark] = (225, 225, 225) if not (k == lay.lanes // 2) else (40, 200, 230)
+        img[mark] = (225, 225, 225) if k != lay.lanes // 2 else (40, 200, 230)
     for edge in (-ROAD_HALF + 0.4, ROAD_HALF - 0.4):
         img[road & (np.abs(x - edge) < 0.1)] = (220, 220, 220)
     # kerb and sidewalks with tiles
@@ -112,7 +115,7 @@ def render_background(cam: StreetCamera, lay: StreetLayout, rng: np.random.Gener
     walk = ground & (np.abs(x) > ROAD_HALF + KERB)
     tile = ((np.abs(x) % 0.6) < 0.04) | ((z % 0.6) < 0.04)
     wt = np.array(lay.walk_tone, np.float32)
-    img[walk] = (wt[None, :] * (0.85 + 0.25 * tex[walk])[:, None])
+    img[walk] = wt[None, :] * (0.85 + 0.25 * tex[walk])[:, None]
     img[walk & tile] *= 0.8
     # facades: vertical planes at X = left/right facade
     for fx in (lay.left_facade, lay.right_facade):
@@ -124,8 +127,9 @@ def render_background(cam: StreetCamera, lay: StreetLayout, rng: np.random.Gener
     return img
 
 
-def _paint_facade(img: F32, hit: np.ndarray, zf: np.ndarray, yup: np.ndarray, lay: StreetLayout,
-                  grain: np.ndarray) -> None:
+def _paint_facade(
+    img: F32, hit: np.ndarray, zf: np.ndarray, yup: np.ndarray, lay: StreetLayout, grain: np.ndarray
+) -> None:
     shop = (zf // 6.0).astype(np.int64) % len(lay.shop_colours)
     cols = np.array(lay.shop_colours, np.float32)[shop]
     wall = cols * 0.6 + 80
