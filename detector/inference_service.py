@@ -53,14 +53,18 @@ class InferenceService(threading.Thread):
             self._queues[stream_id] = deque()
             self.dropped[stream_id] = 0
 
-    def submit(self, frame: Frame) -> None:
+    def submit(self, frame: Frame, *, block: bool = False) -> None:
+        """Queue a frame. Live streams (``block=False``) drop their oldest waiting frame when the
+        model falls behind; files (``block=True``) wait instead, so a replay loses no sample."""
         with self._cv:
             q = self._queues[frame.stream_id]
+            while block and len(q) >= self.per_stream and not self.stop_event.is_set():
+                self._cv.wait(0.2)
             if len(q) >= self.per_stream:
                 q.popleft()
                 self.dropped[frame.stream_id] += 1
             q.append(frame)
-            self._cv.notify()
+            self._cv.notify_all()
 
     def pending(self) -> int:
         with self._cv:
@@ -84,6 +88,8 @@ class InferenceService(threading.Thread):
                     if left <= 0 or (batch == [] and self.stop_event.is_set()):
                         break
                     self._cv.wait(left)
+            if batch:
+                self._cv.notify_all()
         return batch
 
     def run(self) -> None:

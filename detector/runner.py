@@ -101,7 +101,7 @@ class Detector:
             self.service.register(stream.id, self._handler(pipe))
         self.service.start()
         for stream in cfg.enabled_streams:
-            w = StreamWorker(stream, base, self.service.submit, self._state, self.stop_event)
+            w = StreamWorker(stream, base, self._submit, self._state, self.stop_event)
             self.workers.append(w)
             w.start()
         log.info(
@@ -118,6 +118,10 @@ class Detector:
             pipe.process(frame.ts, frame.image, dets)
 
         return handle
+
+    def _submit(self, frame: Frame, block: bool) -> None:
+        if self.service is not None:
+            self.service.submit(frame, block=block)
 
     def _state(self, stream_id: str, state: dict[str, Any]) -> None:
         if self.publisher is not None:

@@ -22,7 +22,7 @@ from detector.sources.pyav import VideoSource
 log = logging.getLogger(__name__)
 
 StateName = Literal["connecting", "live", "stalled", "failed", "finished", "stopped"]
-FrameSink = Callable[[Frame], None]
+FrameSink = Callable[[Frame, bool], None]  # (frame, block): files wait for inference, live drops
 StateSink = Callable[[str, dict[str, Any]], None]
 
 
@@ -151,7 +151,7 @@ class StreamWorker(threading.Thread):
                 )
                 self.state.samples += 1
                 self.state.last_frame_ts = frame.ts
-                self.on_frame(frame)
+                self.on_frame(frame, self.is_file)
         finally:
             self._source = None
         # a file that ends is finished; a live stream that ends has dropped

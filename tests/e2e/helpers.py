@@ -40,6 +40,7 @@ def make_test_config(
     prefix: str,
     worker: str,
     file_speed: float = 0.0,
+    extra_streams: tuple[dict[str, Any], ...] = (),
 ) -> Path:
     """The root streams.yaml with only ``streams``, absolute clip paths and test MQTT settings."""
     cfg = yaml.safe_load((REPO / "streams.yaml").read_text())
@@ -53,7 +54,7 @@ def make_test_config(
             s["url"] = str((REPO / s["url"]).resolve())
             s["file_speed"] = file_speed
             kept.append(s)
-    cfg["streams"] = kept
+    cfg["streams"] = kept + list(extra_streams)
     path = tmp_path / "streams.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
     return path

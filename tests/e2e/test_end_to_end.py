@@ -26,6 +26,11 @@ from tests.e2e.helpers import REPO, make_test_config
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
 
 STREAM = "cam-demo-01"
+BROKEN_STREAM = {
+    "id": "cam-broken",
+    "url": "rtsp://192.0.2.1/stream1",
+    "zones": [{"id": "z1", "polygon": [[0.1, 0.1]], "rules": ["illegal_parking"]}],
+}
 EXPECTED = {
     ("illegal_parking", "no-parking-east"): "cleared",
     ("street_vending", "no-vending-east"): "open",
@@ -123,8 +128,12 @@ def test_demo_clip_makes_exactly_its_three_cases(
         port=mqtt_broker[1],
         prefix=topic_prefix,
         worker=f"e2e-{uuid.uuid4().hex[:8]}",
+        extra_streams=(BROKEN_STREAM,),
     )
     run_detector(cfg, tmp_path, "run1")
+    # the broken entry is reported with its problem and skipped; the good stream ran
+    log = (tmp_path / "run1.log").read_text()
+    assert "cam-broken" in log and "polygon needs at least 3 points" in log, log[-2000:]
     got = settled(api, len(EXPECTED))
     assert sorted((c["rule"], c["zone"]) for c in got) == sorted(EXPECTED), got
     for c in got:
