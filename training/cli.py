@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--project", type=Path, default=Path("runs/train"), help="folder for training runs")
     t.add_argument("--patience", type=int, default=50, help="stop after this many epochs without improvement")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="fine-tune: start from these weights (a registered model's .pt) instead of from scratch",
+    )
+    t.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: ultralytics')")
 
     e = sub.add_parser("eval", help="mAP50 overall and AP50 per class on a dataset split")
     e.add_argument("model", help="manifest name[@version], or a .pt / .onnx file / *_openvino_model folder")
@@ -122,6 +129,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         project=a.project,
         patience=a.patience,
         seed=a.seed,
+        init_from=a.init_from,
+        lr0=a.lr0,
     )
     run_training(opts)
     return 0

@@ -53,6 +53,8 @@ class TrainOptions:
     project: Path = REPO_ROOT / "runs" / "train"
     patience: int = 50
     seed: int = 0
+    init_from: Path | None = None
+    lr0: float | None = None
 
 
 def _resolve_arch(arch: str) -> str:
@@ -109,6 +111,14 @@ def _fit(opts: TrainOptions, spec: DatasetSpec, run_dir: Path, stem: str) -> Non
             f"{run_dir} already holds a run: pass --resume to continue it, or use another --version"
         )
     data_yaml = spec.write_ultralytics_yaml(run_dir / DATA_YAML_NAME)
+    pretrained: bool | str = False
+    if opts.init_from is not None:
+        if opts.init_from.suffix != ".pt" or not opts.init_from.is_file():
+            raise TrainError(
+                f"--init-from {opts.init_from}: expected an existing .pt file (e.g. models/NAME-VER.pt)"
+            )
+        pretrained = str(opts.init_from.resolve())
+    extra: dict[str, Any] = {} if opts.lr0 is None else {"lr0": opts.lr0}
     try:
         model = yolo(_resolve_arch(opts.arch))
     except FileNotFoundError as err:
@@ -123,7 +133,7 @@ def _fit(opts: TrainOptions, spec: DatasetSpec, run_dir: Path, stem: str) -> Non
         project=str(opts.project),
         name=stem,
         exist_ok=True,
-        pretrained=False,
+        pretrained=pretrained,
         amp=False,
         plots=False,
         device=device(),
@@ -133,6 +143,7 @@ def _fit(opts: TrainOptions, spec: DatasetSpec, run_dir: Path, stem: str) -> Non
         deterministic=True,
         save=True,
         val=True,
+        **extra,
     )
 
 
