@@ -21,10 +21,17 @@ operators
   demo [--config FILE]      broker (embedded if none answers) + API + detector on the sample streams
   api [--host H --port P]   run the case API (also: python -m api)
 
+drone team
+  survey INPUT --out DIR [--baseline DIR] [--publish] [--resume] [--ray ADDR]
+                            geo-referenced findings of a flight (video + .SRT, or photos), change
+                            against the last survey; new structures become cases
+
 data team
   synth dataset --out DIR   render the synthetic street + drone YOLO dataset
   synth scenario YAML.. --out DIR
                             render scripted scenario clips with their ground truth
+  synth flight --out DIR [--variant]
+                            render a synthetic drone flight (mp4 + DJI .SRT + truth)
   train | eval | export     train, evaluate and export models (offline, ultralytics)
   models list|show|promote  the model registry in models/manifest.yaml
 
@@ -56,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _entry("detector.config_check")(rest[1:])
     if cmd == "synth":
-        sub = {"dataset": "training.synth.dataset", "scenario": "training.synth.scenario"}
+        sub = {
+            "dataset": "training.synth.dataset",
+            "scenario": "training.synth.scenario",
+            "flight": "training.synth.flight",
+        }
         if not rest or rest[0] not in sub:
-            print("usage: citywatch synth dataset|scenario ...", file=sys.stderr)
+            print("usage: citywatch synth dataset|scenario|flight ...", file=sys.stderr)
             return 2
         return _entry(sub[rest[0]])(rest[1:])
     if cmd in ("train", "eval", "export", "models"):
@@ -68,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _entry_lazy("detector.runner"),
         "demo": _entry_lazy("detector.demo"),
         "status": _entry_lazy("detector.status"),
+        "survey": _entry_lazy("detector.survey.cli"),
         "api": _api,
     }
     if cmd not in table:
