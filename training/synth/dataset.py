@@ -55,7 +55,8 @@ def build(root: Path, counts: dict[str, dict[str, int]], workers: int = 2, seed_
         for view, n in per_view.items():
             base = SPLIT_SEED_BASE[split] + seed_offset + (0 if view == "street" else 5_000_000)
             jobs += [(str(root), view, base + i, split) for i in range(n)]
-            lists[f"{split}_{view}"] = [f"images/{split}/{view}_{base + i:08d}.jpg" for i in range(n)]
+            # "./" makes ultralytics resolve list entries against the list file's folder
+            lists[f"{split}_{view}"] = [f"./images/{split}/{view}_{base + i:08d}.jpg" for i in range(n)]
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for _ in tqdm(pool.map(_write_one, jobs, chunksize=8), total=len(jobs), desc="rendering", unit="img"):
             pass
