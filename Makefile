@@ -9,7 +9,7 @@ STAMP    = $(VENV)/.installed
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint fmt scenarios dataset train clean test-services
+.PHONY: install demo test lint fmt scenarios dataset train clean test-services test-services-rtsp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,15 @@ test-services:
 	@command -v mosquitto >/dev/null 2>&1 || (echo "| 127.0.0.1:1883" | $(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',1883)))" 2>/dev/null) || \
 	 (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (apt-get install -y -qq mosquitto >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq mosquitto))) || \
 	 echo "warning: no mosquitto and no broker on 127.0.0.1:1883; MQTT tests will say how to fix it"
+
+# The RTSP tests serve clips with GStreamer's RTSP server through the system Python (python3-gi);
+# without it they skip and say so.
+RTSP_PKGS = gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad python3-gi
+test-services: test-services-rtsp
+test-services-rtsp:
+	@/usr/bin/python3 tests/rtsp_server.py --check >/dev/null 2>&1 || \
+	 (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PKGS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PKGS) >/dev/null 2>&1))) || \
+	 echo "warning: no GStreamer RTSP server ($(RTSP_PKGS)); the RTSP tests will skip"
 
 test: install test-services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

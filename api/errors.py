@@ -47,3 +47,38 @@ class InvalidEventError(IngestError):
 
 class IngestUnavailableError(IngestError):
     """A transient failure (database or evidence store unreachable): retry the same message later."""
+
+
+class AuthenticationError(CityWatchAPIError):
+    """No credential, or one the API does not know; the REST layer answers 401."""
+
+
+class ForbiddenError(CityWatchAPIError):
+    """The caller's role (or unit) may not do this; the REST layer answers 403."""
+
+
+class ConflictError(CityWatchAPIError):
+    """The request does not fit the case's current state; the REST layer answers 409."""
+
+
+class IllegalTransitionError(ConflictError):
+    """An action the lifecycle does not allow from the case's status; names the allowed ones."""
+
+    def __init__(self, action: str, status: str, allowed: list[str]) -> None:
+        names = ", ".join(allowed) if allowed else "none (the case has ended)"
+        super().__init__(f"cannot {action!r} a case in status {status!r}; allowed from {status!r}: {names}")
+        self.action = action
+        self.status = status
+        self.allowed = allowed
+
+
+class InvalidRequestError(CityWatchAPIError):
+    """A well-formed request that asks for something impossible (unknown unit...); answers 422."""
+
+
+class PayloadTooLargeError(CityWatchAPIError):
+    """An upload over the size limit; answers 413."""
+
+
+class UnsupportedMediaError(CityWatchAPIError):
+    """An upload of a type the API does not take; answers 415."""

@@ -1,7 +1,9 @@
 """Database models (SQLAlchemy 2.0, typed).
 
-``Case`` is one violation (one ``violation_id``); ``CaseEvent`` is its append-only history;
-``DeadLetter`` keeps every message the ingest could not turn into a case, with the reason.
+``Case`` is one violation (one ``violation_id``) or one citizen report; ``CaseEvent`` is its
+append-only history (every lifecycle change: actor, role, from, to, time, note, evidence);
+``RecheckRequest`` is the durable outbox of camera re-checks; ``DeadLetter`` keeps every message
+the ingest could not turn into a case, with the reason.
 Times are stored in UTC and always come back timezone-aware.
 """
 
@@ -13,6 +15,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -22,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -50,6 +54,33 @@ class CaseStatus(enum.StrEnum):
     verifying = "verifying"
     closed = "closed"
     rejected = "rejected"
+    merged = "merged"
+
+
+ENDED_STATUSES = frozenset({CaseStatus.closed, CaseStatus.rejected, CaseStatus.merged})
+OPEN_STATUSES = frozenset(
+    {
+        CaseStatus.registered,
+        CaseStatus.dispatched,
+        CaseStatus.in_progress,
+        CaseStatus.disposed,
+        CaseStatus.verifying,
+    }
+)
+"""Confirmed and not ended: the cases a new duplicate is merged into."""
+
+
+class CaseSource(enum.StrEnum):
+    camera = "camera"
+    drone = "drone"
+    citizen = "citizen"  # 随手拍
+    hotline = "hotline"  # 12319
+
+
+class RejectReason(enum.StrEnum):
+    false_positive = "false_positive"
+    out_of_scope = "out_of_scope"
+    self_resolved = "self_resolved"
 
 
 class ViolationState(enum.StrEnum):
@@ -93,30 +124,43 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
 
 
+AWAITING_PREDICATE = "status IN ('dispatched', 'in_progress') AND on_hold = false"
+LATE_PREDICATE = "disposed_late = true"
+
+RULE_LABELS = {
+    Rule.illegal_parking: "vehicle",
+    Rule.street_vending: "vendor",
+    Rule.illegal_structure: "structure",
+    Rule.unclean_road: "litter",
+}
+
+
 class Case(Base):
+    """Camera cases come from the ingest; citizen reports have no stream, zone, box, score or model."""
+
     __tablename__ = "cases"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     violation_id: Mapped[str] = mapped_column(String(32), unique=True)
-    rule: Mapped[str] = mapped_column(String(32), index=True)
+    rule: Mapped[str] = mapped_column(String(32))
     label: Mapped[str] = mapped_column(String(32))
-    stream: Mapped[str] = mapped_column(String(64), index=True)
-    zone: Mapped[str] = mapped_column(String(64))
-    bbox: Mapped[list[float]] = mapped_column(JSON)
-    score_median: Mapped[float] = mapped_column(Float)
-    score_top: Mapped[float] = mapped_column(Float)
+    stream: Mapped[str | None] = mapped_column(String(64))
+    zone: Mapped[str | None] = mapped_column(String(64))
+    bbox: Mapped[list[float] | None] = mapped_column(JSON)
+    score_median: Mapped[float | None] = mapped_column(Float)
+    score_top: Mapped[float | None] = mapped_column(Float)
     first_seen: Mapped[datetime]
     last_seen: Mapped[datetime]
     cleared_at: Mapped[datetime | None]
     violation_state: Mapped[str] = mapped_column(String(16), default=ViolationState.open.value)
-    status: Mapped[str] = mapped_column(String(32), default=CaseStatus.candidate.value, index=True)
+    status: Mapped[str] = mapped_column(String(32), default=CaseStatus.candidate.value)
     lat: Mapped[float | None] = mapped_column(Float)
     lon: Mapped[float | None] = mapped_column(Float)
     address: Mapped[str | None] = mapped_column(String(500))
-    grid: Mapped[str | None] = mapped_column(String(64), index=True)
+    grid: Mapped[str | None] = mapped_column(String(64))
     road: Mapped[str | None] = mapped_column(String(128))
-    model_name: Mapped[str] = mapped_column(String(128))
-    model_version: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str | None] = mapped_column(String(128))
+    model_version: Mapped[str | None] = mapped_column(String(64))
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     evidence_sha256: Mapped[str | None] = mapped_column(String(64))
     evidence_captured_at: Mapped[datetime | None]
@@ -124,16 +168,63 @@ class Case(Base):
     event_count: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # -- case desk (revision 0002) ---------------------------------------------------------
+    source: Mapped[str] = mapped_column(String(16), default=CaseSource.camera.value, server_default="camera")
+    description: Mapped[str | None] = mapped_column(Text)
+    reporter: Mapped[str | None] = mapped_column(String(200))
+    unit: Mapped[str | None] = mapped_column(String(64))
+    tier: Mapped[str | None] = mapped_column(String(16))
+    street: Mapped[str | None] = mapped_column(String(64))
+    deadline_at: Mapped[datetime | None]
+    dispatched_at: Mapped[datetime | None]
+    disposed_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    rework_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    postpone_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    return_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    duplicate_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    on_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    disposed_late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
+    recurrence_of_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
+    after_evidence_sha256: Mapped[str | None] = mapped_column(String(64))
 
-    # serves the since/until filter and the "first_seen desc, id" order of GET /cases
-    __table_args__ = (Index("ix_cases_first_seen_id", "first_seen", "id"),)
+    __table_args__ = (
+        # GET /cases orders by first_seen desc; each filter it takes has an index that ends in
+        # first_seen (the page) and answers its count from the index alone (bench/cases_query.py)
+        Index("ix_cases_first_seen_id", "first_seen", "id"),
+        Index("ix_cases_status_first_seen_id", "status", "first_seen", "id"),
+        Index("ix_cases_rule_status_first_seen", "rule", "status", "first_seen"),
+        Index("ix_cases_stream_first_seen", "stream", "first_seen"),
+        Index("ix_cases_grid_first_seen", "grid", "first_seen"),
+        Index("ix_cases_unit_status_first_seen", "unit", "status", "first_seen"),
+        Index("ix_cases_street_first_seen", "street", "first_seen"),
+        Index("ix_cases_source_status_first_seen", "source", "status", "first_seen"),
+        # overdue (awaiting disposal past the deadline) and disposed_late: small partial indexes
+        Index(
+            "ix_cases_awaiting_deadline",
+            "deadline_at",
+            "unit",
+            postgresql_where=text(AWAITING_PREDICATE),
+            sqlite_where=text(AWAITING_PREDICATE),
+        ),
+        Index(
+            "ix_cases_disposed_late",
+            "status",
+            "first_seen",
+            postgresql_where=text(LATE_PREDICATE),
+            sqlite_where=text("disposed_late = 1"),
+        ),
+    )
 
 
 class CaseEvent(Base):
     """One line of a case's history; rows are only ever inserted.
 
     Detector events carry their ``seq`` and (case_id, seq) is unique, so a redelivered event is
-    recorded once; lifecycle events (later) have no seq.
+    recorded once; lifecycle events have no seq, and may carry an evidence image (sha256) and
+    ``data`` (unit, deadline, reason, re-check request...).
     """
 
     __tablename__ = "case_events"
@@ -149,8 +240,43 @@ class CaseEvent(Base):
     note: Mapped[str | None] = mapped_column(Text)
     seq: Mapped[int | None] = mapped_column(Integer)
     payload_sha256: Mapped[str | None] = mapped_column(String(64))
+    evidence_sha256: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    __table_args__ = (UniqueConstraint("case_id", "seq", name="uq_case_events_case_id_seq"),)
+    __table_args__ = (
+        UniqueConstraint("case_id", "seq", name="uq_case_events_case_id_seq"),
+        Index("ix_case_events_kind_at", "kind", "at"),
+    )
+
+
+class RecheckStatus(enum.StrEnum):
+    pending = "pending"  # not yet handed to the broker
+    sent = "sent"  # PUBACKed; waiting for the detector (re-sent every recheck_retry_s)
+    answered = "answered"
+    expired = "expired"  # no answer within recheck_timeout_s: a person verifies
+    superseded = "superseded"  # the case moved on before the answer came
+
+
+class RecheckRequest(Base):
+    """One camera re-check (反馈核查): the outbox row of the MQTT command and, later, its answer."""
+
+    __tablename__ = "recheck_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(40), unique=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # verify (disposed case) | triage (candidate)
+    stream: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=RecheckStatus.pending.value, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    answered_at: Mapped[datetime | None]
+    result: Mapped[str | None] = mapped_column(String(16))
+    detector: Mapped[str | None] = mapped_column(String(128))
+    evidence_sha256: Mapped[str | None] = mapped_column(String(64))
+    checked_at: Mapped[datetime | None]
 
 
 class DeadLetter(Base):

@@ -17,6 +17,7 @@ USAGE = """usage: citywatch <command> [options]
 operators
   config check FILE         validate a streams.yaml; every problem with file:line and a fix hint
   run [--config FILE]       run the detector on every enabled stream (publishes over MQTT)
+  status [--config FILE]    each stream's state (live, stalled, failed...) as last published on MQTT
   replay VIDEO --stream ID  run the pipeline on a file as fast as possible, events to --out JSONL
   demo [--config FILE]      broker (embedded if none answers) + API + detector on the sample streams
   api [--host H --port P]   run the case API (also: python -m api)

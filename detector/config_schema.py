@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from detector.config_errors import ConfigProblem, Loc, Problem, problems_from_validation_error
+from detector.config_ingest import IngestConfig
 from detector.config_validators import (
     check_polygon,
     check_polygon_shape,
@@ -289,6 +290,7 @@ class StreamConfig(_Section):
     location: LocationConfig = Field(
         default_factory=lambda: LocationConfig(), description="Where the camera looks."
     )
+    ingest: IngestConfig = Field(default_factory=lambda: IngestConfig(), description="Reconnects, stalls.")
     zones: list[ZoneConfig] = Field(default_factory=list, description="Zones and the rules inside them.")
     rules: RuleOverrides = Field(
         default_factory=dict, description="Per-stream rule overrides: {rule name: {parameter: value}}."

@@ -31,7 +31,7 @@ log = logging.getLogger("citywatch.demo")
 
 
 def _get(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own API on localhost
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -49,8 +49,9 @@ def wait_api(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="citywatch demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="citywatch demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", type=Path, default=Path("streams.yaml"))
     p.add_argument("--database-url", default=None, help="API database (default: sqlite:///var/citywatch.db)")
     p.add_argument("--exit-when-done", action="store_true", help="stop once every file stream has finished")
@@ -70,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"using the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}")
     api = urlparse(cfg.api.url)
     env = dict(os.environ)
-    env.update({
-        "CITYWATCH_MQTT_HOST": cfg.mqtt.host,
-        "CITYWATCH_MQTT_PORT": str(cfg.mqtt.port),
-        "CITYWATCH_MQTT_TOPIC_PREFIX": cfg.mqtt.topic_prefix,
-    })
+    env.update(
+        {
+            "CITYWATCH_MQTT_HOST": cfg.mqtt.host,
+            "CITYWATCH_MQTT_PORT": str(cfg.mqtt.port),
+            "CITYWATCH_MQTT_TOPIC_PREFIX": cfg.mqtt.topic_prefix,
+        }
+    )
     if a.database_url or cfg.api.database_url:
         env["CITYWATCH_DATABASE_URL"] = a.database_url or cfg.api.database_url or ""
     host, port = api.hostname or "127.0.0.1", api.port or 8000
@@ -111,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             for c in cases:
                 if c["id"] not in seen:
                     seen.add(c["id"])
-                    print(f"  case {c['id']}: {c['rule']} on {c['stream']} zone {c['zone']} "
-                          f"(first seen {c['first_seen']}) -> {cfg.api.url}/cases/{c['id']}/evidence")
+                    print(
+                        f"  case {c['id']}: {c['rule']} on {c['stream']} zone {c['zone']} "
+                        f"(first seen {c['first_seen']}) -> {cfg.api.url}/cases/{c['id']}/evidence"
+                    )
             if a.exit_when_done and det.all_finished():
                 break
     except RunError as err:

@@ -4,7 +4,8 @@ The payload is fixed by ``detector/contracts/violation-event.v1.schema.json`` (s
 README, section 4). :func:`build_event` produces exactly that payload; :func:`validate_event`
 checks a payload against the schema (JSON Schema Draft 2020-12, ``date-time`` formats checked)
 plus the few rules the schema cannot express, and raises :class:`EventSchemaError` naming the
-JSON path of the first problem.
+JSON path of the first problem. :func:`validate_state` and :func:`validate_status` check the
+other payloads the detector publishes against ``stream-state.v1`` and ``status.v1``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 SCHEMA_NAME: Final = "citywatch.violation/1"
 SCHEMA_FILE: Final = "violation-event.v1.schema.json"
+STATE_SCHEMA_FILE: Final = "stream-state.v1.schema.json"
+STATUS_SCHEMA_FILE: Final = "status.v1.schema.json"
 EventKind = Literal["opened", "updated", "cleared"]
 EVENT_KINDS: Final = ("opened", "updated", "cleared")
 
@@ -50,11 +53,18 @@ class EventSchemaError(EventError):
     ``(path, message)`` for every problem found.
     """
 
-    def __init__(self, path: str, message: str, errors: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        path: str,
+        message: str,
+        errors: Sequence[tuple[str, str]] = (),
+        *,
+        what: str = "violation event",
+    ) -> None:
         self.path = path
         self.errors: list[tuple[str, str]] = list(errors) or [(path, message)]
         more = f" (and {len(self.errors) - 1} more problem(s))" if len(self.errors) > 1 else ""
-        super().__init__(f"violation event invalid at {path}: {message}{more}")
+        super().__init__(f"{what} invalid at {path}: {message}{more}")
 
 
 # ---------------------------------------------------------------------------------------- topics
@@ -223,18 +233,48 @@ def encode_event(payload: Mapping[str, Any]) -> bytes:
 
 # ---------------------------------------------------------------------------------------- validate
 @functools.cache
-def load_schema() -> JsonDict:
-    """The v1 violation-event schema shipped in ``detector/contracts/``."""
-    text = resources.files("detector").joinpath("contracts", SCHEMA_FILE).read_text(encoding="utf-8")
+def load_contract(file: str) -> JsonDict:
+    """A JSON Schema shipped in ``detector/contracts/`` (e.g. ``stream-state.v1.schema.json``)."""
+    text = resources.files("detector").joinpath("contracts", file).read_text(encoding="utf-8")
     schema: JsonDict = json.loads(text)
     return schema
 
 
+def load_schema() -> JsonDict:
+    """The v1 violation-event schema shipped in ``detector/contracts/``."""
+    return load_contract(SCHEMA_FILE)
+
+
 @functools.cache
-def _validator() -> Draft202012Validator:
-    schema = load_schema()
+def _contract_validator(file: str) -> Draft202012Validator:
+    schema = load_contract(file)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=_FORMATS)
+
+
+def _validator() -> Draft202012Validator:
+    return _contract_validator(SCHEMA_FILE)
+
+
+def _check(file: str, payload: object, what: str) -> None:
+    errors = sorted(_contract_validator(file).iter_errors(payload), key=lambda e: (e.json_path, e.message))
+    if errors:
+        found = [(e.json_path, e.message) for e in errors]
+        raise EventSchemaError(*found[0], found, what=what)
+
+
+def validate_state(state: Mapping[str, Any]) -> None:
+    """Raise :class:`EventSchemaError` unless ``state`` is a valid v1 stream state."""
+    _check(STATE_SCHEMA_FILE, state, "stream state")
+
+
+def validate_status(payload: bytes | str) -> None:
+    """Raise :class:`EventSchemaError` unless ``payload`` is a valid v1 status (``online`` / ``offline``)."""
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    except UnicodeDecodeError as exc:
+        raise EventSchemaError("$", f"status payload is not UTF-8: {exc}", what="status") from exc
+    _check(STATUS_SCHEMA_FILE, text, "status")
 
 
 def _semantic_errors(payload: Mapping[str, Any]) -> list[tuple[str, str]]:

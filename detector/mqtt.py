@@ -1,6 +1,6 @@
 """MQTT behind a small interface: :class:`Communicator` and its paho-mqtt 2.x implementation.
 
-:class:`PahoCommunicator`: ``connect_async`` + ``loop_start``, reconnect forever (1..30 s),
+:class:`PahoCommunicator`: ``connect_async`` + ``loop_start``, reconnect forever (1..10 s),
 MQTT 5 with a fallback to 3.1.1 when the broker refuses v5, a retained last will ``offline`` on
 ``citywatch/v1/status/{worker}`` and a retained ``online`` after each connect.
 ``publish(..., on_ack=...)`` calls ``on_ack(reason_code, reason)`` on the broker's PUBACK (a code
@@ -67,7 +67,7 @@ class MqttSettings:
     session_expiry_s: int = 86_400  # MQTT 5, when clean_session is False
     max_inflight: int = 64
     reconnect_min_s: int = 1
-    reconnect_max_s: int = 30
+    reconnect_max_s: int = 10  # after a broker outage, at most this long until the outbox drains
 
     def check(self) -> None:
         """Raise :class:`MqttConfigError` naming every bad value."""
@@ -154,8 +154,8 @@ class PahoCommunicator(Communicator):
         self._early_acks: dict[int, tuple[int, str]] = {}
         self._subs: dict[str, tuple[int, _PahoMessageCallback]] = {}
         self._connected = False
-        self._started = False
-        self._stopped = False
+        self._lifecycle = threading.Lock()  # start / stop / fallback
+        self._started = self._stopping = self._stopped = False
         self._unreachable = False
         v5 = settings.protocol in ("auto", "5")
         self.protocol: int = paho.MQTTv5 if v5 else paho.MQTTv311
@@ -204,32 +204,32 @@ class PahoCommunicator(Communicator):
 
     def start(self) -> PahoCommunicator:
         """Connect in the background (returns at once; reconnects forever)."""
-        with self._lock:
-            if self._stopped:
+        with self._lifecycle, self._lock:
+            if self._stopping:
                 raise MqttError("this communicator was stopped; make a new PahoCommunicator")
             if self._started:
                 return self
             self._started = True
-            client, protocol = self._client, self.protocol
-        self._connect_async(client, protocol)
-        client.loop_start()
+            self._connect_async(self._client, self.protocol)
+            self._client.loop_start()
         log.info("MQTT connecting to %s:%d as %s", self.settings.host, self.settings.port, self._client_id)
         return self
 
     def _fall_back_to_311(self) -> None:
-        with self._lock:
-            if self._stopped or self.protocol != paho.MQTTv5:
-                return
-            old = self._client
-            self.protocol = paho.MQTTv311
-            self._client = self._make_client(paho.MQTTv311)
-            self._ack_callbacks.clear()  # nothing was acknowledged on v5: callers time out and re-send
-            self._early_acks.clear()
-        log.warning("MQTT broker %s:%d refuses MQTT 5; using 3.1.1", *self._where())
-        old.disconnect()
-        old.loop_stop()
-        self._connect_async(self._client, paho.MQTTv311)
-        self._client.loop_start()
+        with self._lifecycle:  # never taken by paho callbacks: joining the old thread cannot deadlock
+            with self._lock:
+                if self._stopping or self.protocol != paho.MQTTv5:
+                    return
+                old = self._client
+                self.protocol = paho.MQTTv311
+                self._client = self._make_client(paho.MQTTv311)
+                self._ack_callbacks.clear()  # nothing was acknowledged on v5: callers time out, re-send
+                self._early_acks.clear()
+            log.warning("MQTT broker %s:%d refuses MQTT 5; using 3.1.1", *self._where())
+            old.disconnect()
+            old.loop_stop()
+            self._connect_async(self._client, paho.MQTTv311)
+            self._client.loop_start()
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
     def _where(self) -> tuple[str, int]:
@@ -244,12 +244,12 @@ class PahoCommunicator(Communicator):
         _paho_log.log(logging.DEBUG if quiet else logging.WARNING, "%s", text)
 
     def _on_connect_fail(self, client: paho.Client, _ud: Any) -> None:
+        if client is not self._client:
+            return
         with self._lock:
             first, self._unreachable = not self._unreachable, True
         log.log(
-            logging.WARNING if first else logging.DEBUG,
-            "MQTT broker %s:%d unreachable; retrying",
-            *self._where(),
+            logging.WARNING if first else logging.DEBUG, "MQTT %s:%d unreachable; retrying", *self._where()
         )
 
     def _on_connect(
@@ -280,7 +280,7 @@ class PahoCommunicator(Communicator):
             return
         with self._lock:
             was_connected, self._connected = self._connected, False
-            stopping = self._stopped
+            stopping = self._stopping
         if was_connected and not stopping:
             log.warning("MQTT connection to %s:%d lost (%s); reconnecting", *self._where(), reason)
 
@@ -382,17 +382,16 @@ class PahoCommunicator(Communicator):
     def stop(self, timeout: float = 2.0) -> None:
         """Publish a retained ``offline`` (when connected), disconnect, stop the network thread."""
         with self._lock:
-            if self._stopped:
+            if self._stopping:
                 return
-            client, connected, started = self._client, self._connected, self._started
+            self._stopping, connected = True, self._connected
         if connected:
-            handle = self.publish(self.status_topic, "offline", qos=1, retain=True)
-            handle.wait(timeout)
-        with self._lock:
-            self._stopped = True
-            self._connected = False
-            self._ack_callbacks.clear()
-            self._early_acks.clear()
-        client.disconnect()
-        if started:
-            client.loop_stop()
+            self.publish(self.status_topic, "offline", qos=1, retain=True).wait(timeout)
+        with self._lifecycle:
+            with self._lock:
+                self._stopped, self._connected = True, False
+                self._ack_callbacks.clear()
+                self._early_acks.clear()
+            self._client.disconnect()
+            if self._started:
+                self._client.loop_stop()

@@ -30,9 +30,11 @@ from typing import Any, Final, Protocol
 from detector.events import (
     SCHEMA_NAME,
     TOPIC_PREFIX,
+    EventSchemaError,
     encode_event,
     state_topic,
     validate_event,
+    validate_state,
     violations_topic,
 )
 from detector.mqtt import Communicator, MqttError
@@ -134,9 +136,17 @@ class Publisher:
         return entry_id
 
     def publish_state(self, stream_id: str, state: Mapping[str, Any]) -> None:
-        """Publish a stream's health, retained, QoS 1; only the latest state is kept (no outbox)."""
+        """Publish a stream's health, retained, QoS 1; only the latest state is kept (no outbox).
+
+        A state that breaks the ``stream-state.v1`` contract is logged and not published (the
+        worker that reports it keeps running)."""
         if self._stopping.is_set():
             raise PublisherStoppedError("cannot publish a state: the publisher is stopped")
+        try:
+            validate_state(state)
+        except EventSchemaError as exc:
+            log.error("stream %s: state not published: %s", stream_id, exc)
+            return
         topic = state_topic(stream_id, self._prefix)
         try:
             data = json.dumps(state, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

@@ -20,16 +20,17 @@ from types import FrameType
 from typing import Any
 
 from detector.broker import EmbeddedBroker, broker_answers
-from detector.config import CitywatchConfig, ConfigError, LoadedConfig, load_config
+from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamConfig, load_config
 from detector.detections import Detections
 from detector.inference_service import InferenceService
+from detector.mainstream import MainStreamPipeline, SerialHandler, main_stream_grabber
 from detector.model import ModelResolveError, load_model
 from detector.mqtt import MqttSettings, PahoCommunicator
 from detector.outbox import Outbox
-from detector.pipeline import StreamPipeline
+from detector.pipeline import ModelInfo, StreamPipeline
 from detector.publisher import Publisher
 from detector.sources import Frame
-from detector.worker import StreamWorker
+from detector.worker import StreamWorker, resolve_url
 
 log = logging.getLogger("citywatch.run")
 
@@ -69,6 +70,7 @@ class Detector:
     service: InferenceService | None = None
     workers: list[StreamWorker] = field(default_factory=list)
     pipelines: dict[str, StreamPipeline] = field(default_factory=dict)
+    post: list[SerialHandler] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -96,12 +98,15 @@ class Detector:
         self.publisher = Publisher(self.comm, self.outbox, topic_prefix=cfg.mqtt.topic_prefix)
         self.service = InferenceService(model.backend, self.stop_event, max_batch=cfg.model.batch)
         for stream in cfg.enabled_streams:
-            pipe = StreamPipeline(stream, model.info, self.publisher, cfg.evidence)
-            self.pipelines[stream.id] = pipe
-            self.service.register(stream.id, self._handler(pipe))
+            handler = self._handler(self._pipeline(stream, model.info))
+            if stream.detect_url:  # main-stream evidence grabs take seconds: off the inference thread
+                self.post.append(SerialHandler(stream.id, handler))
+                handler = self.post[-1]
+            self.service.register(stream.id, handler)
         self.service.start()
         for stream in cfg.enabled_streams:
-            w = StreamWorker(stream, base, self._submit, self._state, self.stop_event)
+            extra = self._extra_state(stream.id)
+            w = StreamWorker(stream, base, self._submit, self._state, self.stop_event, extra_state=extra)
             self.workers.append(w)
             w.start()
         log.info(
@@ -112,6 +117,27 @@ class Detector:
             model.info.version,
         )
         return self
+
+    def _pipeline(self, stream: StreamConfig, info: ModelInfo) -> StreamPipeline:
+        if self.publisher is None:
+            raise RunError("the publisher must start before the pipelines")
+        if stream.detect_url:
+            main_url = resolve_url(stream.url, self.loaded.base_dir)
+            ing = stream.ingest
+            grab = main_stream_grabber(main_url, stream.id, ing.evidence_timeout_s, ing.transport)
+            pipe: StreamPipeline = MainStreamPipeline(
+                stream, info, self.publisher, self.cfg.evidence, grabber=grab
+            )
+        else:
+            pipe = StreamPipeline(stream, info, self.publisher, self.cfg.evidence)
+        self.pipelines[stream.id] = pipe
+        return pipe
+
+    def _extra_state(self, stream_id: str) -> Any:
+        def extra() -> dict[str, Any]:
+            return {} if self.service is None else self.service.stream_stats(stream_id)
+
+        return extra
 
     def _handler(self, pipe: StreamPipeline) -> Any:
         def handle(frame: Frame, dets: Detections) -> None:
@@ -139,6 +165,8 @@ class Detector:
         if self.service is not None:
             self.service.wake()
             self.service.join(timeout=30)
+        for post in self.post:
+            post.close()
         for pipe in self.pipelines.values():
             pipe.finish()
         if self.publisher is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,9 +38,70 @@ class Settings(BaseSettings):
     )
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_reconnect_max_delay_s: int = Field(default=30, ge=1, le=600)
+    mqtt_protocol: Literal["auto", "5", "3.1.1"] = Field(
+        default="auto", description="auto: MQTT 5, falling back to 3.1.1 when the broker refuses 5"
+    )
+    mqtt_session_expiry_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="MQTT 5: how long the broker keeps this worker's session and queued events "
+        "while it is away",
+    )
+    mqtt_receive_maximum: int = Field(
+        default=1000,
+        ge=1,
+        le=65535,
+        description="MQTT 5: unacknowledged events the broker may send at once (the most one batch holds)",
+    )
+    mqtt_tls: bool = Field(default=False, description="connect with TLS (usually port 8883)")
+    mqtt_ca_file: Path | None = Field(default=None, description="CA bundle of the broker; None: the system's")
+    mqtt_cert_file: Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    mqtt_key_file: Path | None = Field(default=None, description="private key of mqtt_cert_file")
+    mqtt_tls_insecure: bool = Field(default=False, description="skip the host name check: test brokers only")
+    ingest_batch_max: int = Field(
+        default=500, ge=1, le=65535, description="most events committed in one transaction (then acked)"
+    )
     ingest_enabled: bool = Field(default=True, description="run the MQTT consumer inside the API process")
     ingest_max_payload_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="larger messages are dead-lettered without being parsed"
+    )
+    # -- auth (api/AUTH.md) ------------------------------------------------------------------
+    api_keys: list[dict[str, Any]] | None = Field(
+        default=None,
+        description='JSON list of {"key" or "key_sha256", "name", "role", "unit"}; with api_keys_file unset '
+        "too, the documented dev keys are used and printed at start-up",
+    )
+    api_keys_file: Path | None = Field(default=None, description="YAML file with an `api_keys:` list")
+    anonymous_read: bool | None = Field(
+        default=None,
+        description="let requests without a credential read /cases; default: only in dev mode (no keys set)",
+    )
+    token_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the OAuth2 bearer tokens; a random one per process when unset "
+        "(set it when several API workers run)",
+    )
+    token_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # -- case desk ---------------------------------------------------------------------------
+    routing_file: Path | None = Field(
+        default=None,
+        description="职责清单 YAML (units, routes, calendar, dedup); default api/config/routing.yaml",
+    )
+    report_max_photo_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
+    recheck_enabled: bool = Field(default=True, description="ask the detector to re-check disposed cases")
+    recheck_retry_s: float = Field(default=60.0, gt=0, description="re-publish an unanswered re-check after")
+    recheck_timeout_s: float = Field(
+        default=900.0, gt=0, description="after this the re-check expires and a person verifies"
+    )
+    recheck_poll_s: float = Field(default=1.0, gt=0, le=60)
+    cases_count_limit: int = Field(
+        default=10_000,
+        ge=0,
+        description="GET /cases counts exactly up to this many matches, then says count_exact=false "
+        "(counting 10^6 rows costs ~100 ms); 0 = always exact",
+    )
+    public_base_url: str | None = Field(
+        default=None, description="absolute base for media_url in Open311 answers, e.g. https://cases.example"
     )
 
     @field_validator("mqtt_topic_prefix")
@@ -57,9 +119,18 @@ class Settings(BaseSettings):
             raise ValueError("mqtt_shared_group must be a non-empty name without '/', '+' or '#'")
         return value
 
-    @property
-    def violations_topic_filter(self) -> str:
-        topic = f"{self.mqtt_topic_prefix}/violations/+"
+    def _shared(self, topic: str) -> str:
         if self.mqtt_shared_group:
             return f"$share/{self.mqtt_shared_group}/{topic}"
         return topic
+
+    @property
+    def violations_topic_filter(self) -> str:
+        return self._shared(f"{self.mqtt_topic_prefix}/violations/+")
+
+    @property
+    def recheck_results_topic_filter(self) -> str:
+        return self._shared(f"{self.mqtt_topic_prefix}/recheck-results/+")
+
+    def recheck_command_topic(self, stream: str) -> str:
+        return f"{self.mqtt_topic_prefix}/commands/recheck/{stream}"

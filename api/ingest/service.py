@@ -10,8 +10,10 @@ the case, whichever it is. Anything that cannot become a case becomes a ``DeadLe
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,10 @@ from api.models import (
     CaseStatus,
     DeadLetter,
     ViolationState,
+    utcnow,
 )
+from api.services.dedup import apply_dedup
+from api.services.routing import RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +87,20 @@ def _db_message(exc: SQLAlchemyError) -> str:
     return _clean_text(" ".join(str(detail).split()), 300)
 
 
-def record_dead_letter(session: Session, topic: str, payload: bytes, reason: str) -> int:
-    """Store a refused message (first 64 KiB, as text) with its reason; returns the row id."""
+def dead_letter_row(topic: str, payload: bytes, reason: str) -> DeadLetter:
+    """A refused message as a row: its first 64 KiB as text, its full size, the reason."""
     kept = payload[:DEAD_LETTER_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
-    row = DeadLetter(
+    return DeadLetter(
         topic=_clean_text(topic, _MAX_TOPIC),
         reason=_clean_text(reason, _MAX_REASON),
         payload=_clean_text(kept, DEAD_LETTER_PAYLOAD_LIMIT),
         payload_size=len(payload),
     )
+
+
+def record_dead_letter(session: Session, topic: str, payload: bytes, reason: str) -> int:
+    """Store a refused message with its reason (:func:`dead_letter_row`); returns the row id."""
+    row = dead_letter_row(topic, payload, reason)
     try:
         with session.begin():
             session.add(row)
@@ -190,18 +200,35 @@ def _insert_stmt(session: Session, values: dict[str, Any]) -> Any:
     return stmt.returning(Case.id)
 
 
-def _upsert(session: Session, event: ViolationEvent, evidence: str | None) -> IngestResult:
+@contextlib.contextmanager
+def write_transaction(session: Session) -> Iterator[None]:
+    """A write transaction (``BEGIN IMMEDIATE`` on SQLite) that commits on exit, or, when the
+    session already has one open (a batch, ``api.ingest.batch``), that one, left to its owner."""
+    if session.in_transaction():
+        yield
+        return
+    with session.begin():
+        session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        yield
+
+
+def _upsert(
+    session: Session, event: ViolationEvent, evidence: str | None, routing: RoutingTable | None
+) -> IngestResult:
     def result(outcome: IngestOutcome, case_id: int) -> IngestResult:
         return IngestResult(outcome, case_id=case_id, violation_id=event.violation_id, seq=event.seq)
 
-    with session.begin():
-        session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+    with write_transaction(session):
         new_id = session.execute(_insert_stmt(session, _case_values(event, evidence))).scalar_one_or_none()
         if new_id is not None:
             note = None
             if event.event != "opened" or event.seq != 0:
                 note = f"case made by a {event.event!r} event (seq {event.seq}); earlier events not seen yet"
             session.add(_history(new_id, event, CaseStatus.candidate.value, created=True, note=note))
+            if routing is not None:
+                created = session.get(Case, new_id)
+                if created is not None:
+                    apply_dedup(session, routing, created, utcnow())
             return result(IngestOutcome.created, new_id)
 
         case = session.execute(
@@ -210,22 +237,42 @@ def _upsert(session: Session, event: ViolationEvent, evidence: str | None) -> In
         seen = session.scalar(
             select(CaseEvent.id).where(CaseEvent.case_id == case.id, CaseEvent.seq == event.seq)
         )
-        if seen is not None or event.seq == case.last_seq:
-            return result(IngestOutcome.duplicate, case.id)
-        case.event_count += 1
-        if event.seq > case.last_seq:
-            note = "violation cleared" if event.event == "cleared" else None
-            _apply_newer(case, event, evidence)
-            session.add(_history(case.id, event, case.status, created=False, note=note))
-            return result(IngestOutcome.updated, case.id)
-        note = f"arrived late (seq {event.seq} < last seq {case.last_seq}); state kept"
-        case.first_seen = min(case.first_seen, event.first_seen)
-        if case.evidence_sha256 is None and evidence is not None:
-            case.evidence_sha256 = evidence
-            case.evidence_captured_at = event.evidence_captured_at
-            note += "; evidence filled in"
-        session.add(_history(case.id, event, case.status, created=False, note=note))
-        return result(IngestOutcome.stale, case.id)
+        return apply_to_case(session, case, event, evidence, seen=seen is not None)
+
+
+def apply_to_case(
+    session: Session,
+    case: Case,
+    event: ViolationEvent,
+    evidence: str | None,
+    *,
+    seen: bool,
+    add_history: Callable[[CaseEvent], object] | None = None,
+) -> IngestResult:
+    """Apply an event to its existing (locked) case; ``seen``: a history row has this seq.
+
+    The history row goes to ``add_history`` (default ``session.add``)."""
+    add = session.add if add_history is None else add_history
+
+    def result(outcome: IngestOutcome) -> IngestResult:
+        return IngestResult(outcome, case_id=case.id, violation_id=event.violation_id, seq=event.seq)
+
+    if seen or event.seq == case.last_seq:
+        return result(IngestOutcome.duplicate)
+    case.event_count += 1
+    if event.seq > case.last_seq:
+        note = "violation cleared" if event.event == "cleared" else None
+        _apply_newer(case, event, evidence)
+        add(_history(case.id, event, case.status, created=False, note=note))
+        return result(IngestOutcome.updated)
+    note = f"arrived late (seq {event.seq} < last seq {case.last_seq}); state kept"
+    case.first_seen = min(case.first_seen, event.first_seen)
+    if case.evidence_sha256 is None and evidence is not None:
+        case.evidence_sha256 = evidence
+        case.evidence_captured_at = event.evidence_captured_at
+        note += "; evidence filled in"
+    add(_history(case.id, event, case.status, created=False, note=note))
+    return result(IngestOutcome.stale)
 
 
 def ingest_event(
@@ -236,8 +283,12 @@ def ingest_event(
     *,
     topic_prefix: str = DEFAULT_TOPIC_PREFIX,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    routing: RoutingTable | None = None,
 ) -> IngestResult:
     """Process one message and commit its outcome before returning.
+
+    With ``routing``, a new case is checked for duplicates (``api.services.dedup``) in the same
+    transaction: merged into an open case of the same rule nearby, or linked as a recurrence.
 
     ``session`` must have no transaction open: this function runs its own. Whatever is wrong
     with the message ends in a dead letter; the function raises ``IngestUnavailableError`` when
@@ -255,7 +306,7 @@ def ingest_event(
 
     for attempt in range(1, _CONFLICT_RETRIES + 1):
         try:
-            return _upsert(session, event, evidence)
+            return _upsert(session, event, evidence, routing)
         except IntegrityError as exc:
             session.rollback()
             if attempt == _CONFLICT_RETRIES:

@@ -55,6 +55,8 @@ _JSON_TYPE_NAMES = {
 }
 _format_checker = FormatChecker(formats=())
 _format_checker.checks("date-time", raises=ValueError)(_is_rfc3339)
+DATE_TIME_CHECKER = _format_checker
+"""RFC 3339 ``date-time`` with a zone: for the other v1 contracts (re-check answers) too."""
 
 
 def parse_datetime(value: str) -> datetime:
@@ -74,6 +76,28 @@ def event_validator() -> Draft202012Validator:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=_format_checker)
+
+
+def _date_time_ok(value: str) -> bool:
+    try:
+        return _is_rfc3339(value)
+    except ValueError:
+        return False
+
+
+@cache
+def fast_event_validator() -> Any | None:
+    """The same schema compiled by ``jsonschema-rs`` (~30x faster) to pass valid events quickly;
+    a payload it refuses is checked again by ``jsonschema`` for the dead letter's reason.
+    ``None`` when the package is missing (then ``jsonschema`` checks every payload)."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return jsonschema_rs.Draft202012Validator(
+        schema, formats={"date-time": _date_time_ok}, validate_formats=True
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +183,13 @@ def check_schema(data: dict[str, Any]) -> None:
     if version != SCHEMA_ID:
         shown = _short(repr(version), 80) if "schema" in data else "missing"
         raise InvalidEventError(f"unsupported schema version {shown}: this API reads {SCHEMA_ID!r}")
-    errors = sorted(event_validator().iter_errors(data), key=lambda e: (list(e.absolute_path), e.validator))
+    fast = fast_event_validator()
+    valid = fast.is_valid(data) if fast is not None else False
+    errors = (
+        []
+        if valid
+        else sorted(event_validator().iter_errors(data), key=lambda e: (list(e.absolute_path), e.validator))
+    )
     if errors:
         parts = [_describe(e) for e in errors[:_MAX_SCHEMA_ERRORS]]
         more = f" (+{len(errors) - _MAX_SCHEMA_ERRORS} more)" if len(errors) > _MAX_SCHEMA_ERRORS else ""

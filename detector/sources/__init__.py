@@ -12,7 +12,7 @@ from detector.sources.base import (
     SourceStats,
     mask_url,
 )
-from detector.sources.pyav import FileSource, VideoSource
+from detector.sources.pyav import FileSource, VideoSource, grab_frame
 
 __all__ = [
     "DecodeMode",
@@ -26,5 +26,6 @@ __all__ = [
     "SourceReadError",
     "SourceStats",
     "VideoSource",
+    "grab_frame",
     "mask_url",
 ]

@@ -19,7 +19,7 @@ DecodeMode = Literal["keyframes", "all"]
 OpenFailure = Literal[
     "not_found", "unauthorized", "refused", "timeout", "unsupported", "invalid", "unreachable", "other"
 ]
-ReadFailure = Literal["corrupt", "lost", "timeout", "ended"]
+ReadFailure = Literal["corrupt", "lost", "timeout", "stalled", "ended"]
 
 #: query-string keys whose values are secrets (cameras that take credentials in the URL query)
 SECRET_QUERY_KEYS = frozenset(
@@ -73,7 +73,8 @@ class SourceOpenError(SourceError):
 
 
 class SourceReadError(SourceError):
-    """The source broke after opening: corrupt data, stream lost, read timeout, or a live stream ended.
+    """The source broke after opening: corrupt data, stream lost, read timeout, no usable frame for the stall
+    timeout, or a live stream ended.
 
     A supervisor reconnects on this; a file reader reports it.
     """

@@ -82,8 +82,15 @@ class VideoSource:
     """A video file or network stream read with PyAV.
 
     ``start_time`` is the wall time (epoch seconds) of pts 0. Without it, files use the container's
-    ``creation_time`` tag, else the file's mtime; network streams use the arrival time of their first packet.
-    Not thread-safe, except :meth:`stop`, which may be called from any thread.
+    ``creation_time`` tag, else the file's mtime; network streams use the time the connection was opened
+    (a live server starts sending at PLAY; packets buffered while opening would otherwise stamp every frame
+    later by the time opening took).
+
+    ``gop_hint_s`` (the GOP measured by an earlier connection to the same stream) skips the GOP probe, so a
+    reconnect yields its first frame at the first key frame instead of after two GOPs; the estimate is still
+    refined from the key frames that arrive. ``stall_timeout_s``: packets that arrive for that long without a
+    usable frame raise :class:`SourceReadError` (``stalled``); no packet at all for ``read_timeout_s`` raises
+    one too (``timeout``). Not thread-safe, except :meth:`stop`, which may be called from any thread.
     """
 
     def __init__(
@@ -96,6 +103,8 @@ class VideoSource:
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
         gop_probe_s: float = 10.0,
+        gop_hint_s: float | None = None,
+        stall_timeout_s: float | None = None,
         max_consecutive_errors: int = 50,
         threads: int = 0,
     ) -> None:
@@ -111,12 +120,15 @@ class VideoSource:
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.gop_probe_s = gop_probe_s
+        self.gop_hint_s = gop_hint_s
+        self.stall_timeout_s = stall_timeout_s
         self.max_consecutive_errors = max_consecutive_errors
         self.threads = threads
         self.decode_mode: DecodeMode | None = None
         self.gop_s: float | None = None
         self.is_live: bool | None = None
         self.stats = SourceStats()
+        self.opened_at: float | None = None  # wall time the last open started (anchors live streams)
         self._stop = threading.Event()
 
     def __repr__(self) -> str:
@@ -130,7 +142,13 @@ class VideoSource:
     # ------------------------------------------------------------------------------------ opening
     def _options(self) -> dict[str, str]:
         if self.scheme in ("rtsp", "rtsps"):
-            opts = {"rtsp_transport": self.transport, "allowed_media_types": "video"}
+            # the codec parameters come with the SDP: half a second of probing is plenty (the default 5 s
+            # delays every connection and reconnection by 5 s)
+            opts = {
+                "rtsp_transport": self.transport,
+                "allowed_media_types": "video",
+                "analyzeduration": "500000",
+            }
             if self.transport == "udp":
                 opts["buffer_size"] = str(4 * 1024 * 1024)  # fewer lost datagrams on bursty key frames
             return opts
@@ -148,6 +166,7 @@ class VideoSource:
         if not self.is_network and not Path(target).exists():
             raise SourceOpenError(f"video file not found: {target}", self.url, "not_found")
         started = time.monotonic()
+        self.opened_at = time.time()
         try:
             container = av.open(
                 target, "r", options=self._options(), timeout=(self.open_timeout_s, self.read_timeout_s)
@@ -199,6 +218,37 @@ class VideoSource:
             yield from session.run()
         finally:
             container.close()
+
+
+def grab_frame(
+    url: str | os.PathLike[str],
+    stream_id: str | None = None,
+    *,
+    timeout_s: float = 10.0,
+    transport: Transport = "tcp",
+) -> Frame:
+    """Open a stream, decode its next key frame, close it: a full-resolution evidence frame from a camera's
+    main stream, which is otherwise never opened. Raises :class:`SourceOpenError` /
+    :class:`SourceReadError` (``stalled`` when no key frame comes within ``timeout_s``)."""
+    src = VideoSource(
+        url,
+        stream_id,
+        transport=transport,
+        open_timeout_s=timeout_s,
+        read_timeout_s=timeout_s,
+        gop_hint_s=1.0,  # no GOP probe: the key-frame decoder takes the first key frame that arrives
+        stall_timeout_s=timeout_s,
+        threads=1,
+    )
+    frames = src.iter_samples(3600.0)
+    try:
+        for frame in frames:
+            return frame
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()  # closes the container now, not when the generator is collected
+    raise SourceReadError(f"{src.url}: ended before a complete frame", src.url, "ended")
 
 
 class FileSource(VideoSource):

@@ -66,6 +66,8 @@ class DecodeSession:
         self.last_s: float | None = None  # pts of the last good frame
         self.jump_s: float | None = None  # a far-ahead pts waiting for the next frame to confirm it
         self.stats = src.stats
+        self.progress_at = time.monotonic()  # the last sign of a working stream (a good frame or a key frame)
+        self.pending_error: SourceReadError | None = None  # raised once what was buffered is decoded
 
     # ---------------------------------------------------------------- packets
     def _pts_s(self, ts: int | None) -> float | None:
@@ -96,62 +98,88 @@ class DecodeSession:
                 continue  # PyAV's end-of-stream flush packet; we flush the decoder ourselves
             if self.anchor is None:
                 first = self._pts_s(pk.pts if pk.pts is not None else pk.dts) or 0.0
-                self.anchor = time.time() - first
+                opened = self.src.opened_at if self.src.is_network else None
+                self.anchor = (opened if opened is not None else time.time()) - first
             self.stats.packets += 1
+            self._check_stall()
             yield pk
+
+    def _check_stall(self) -> None:
+        """Packets keep coming but nothing usable does (no key frame, every frame broken): a stall."""
+        limit = self.src.stall_timeout_s
+        if limit is not None and time.monotonic() - self.progress_at > limit:
+            src = self.src
+            raise SourceReadError(
+                f"{src.url}: stalled: no usable frame for {limit:g} s ({self.stats.packets} packets, "
+                f"{self.stats.decode_errors} decode errors, {self.stats.dropped_corrupt} frames dropped)",
+                src.url,
+                "stalled",
+            )
 
     def _note_key(self, pk: Packet[VideoStream]) -> None:
         pts_s = self._pts_s(pk.pts if pk.pts is not None else pk.dts)
         if pk.is_keyframe and pts_s is not None:
             self.gop.add_key(pts_s)
 
+    @property
+    def gop_s(self) -> float | None:
+        """The measured GOP, else the hint an earlier connection left."""
+        return self.gop.gop_s if self.gop.gop_s is not None else self.src.gop_hint_s
+
     def _probe(self, packets: Iterator[Packet[VideoStream]]) -> list[Packet[VideoStream]]:
         """Read packets (without decoding) until two key-frame gaps are seen, to estimate the GOP."""
         buffered: list[Packet[VideoStream]] = []
         first_s: float | None = None
-        for pk in packets:
-            buffered.append(pk)
-            self._note_key(pk)
-            pts_s = self._pts_s(pk.pts if pk.pts is not None else pk.dts)
-            if first_s is None:
-                first_s = pts_s
-            spanned = pts_s is not None and first_s is not None and pts_s - first_s > self.src.gop_probe_s
-            if self.gop.gaps >= 2 or spanned or len(buffered) >= 5000:
-                break
+        if self.src.gop_hint_s is not None:
+            return buffered  # the GOP is known from an earlier connection: no probe
+        try:
+            for pk in packets:
+                buffered.append(pk)
+                self._note_key(pk)
+                if pk.is_keyframe:
+                    self.progress_at = time.monotonic()
+                pts_s = self._pts_s(pk.pts if pk.pts is not None else pk.dts)
+                if first_s is None:
+                    first_s = pts_s
+                spanned = pts_s is not None and first_s is not None and pts_s - first_s > self.src.gop_probe_s
+                if self.gop.gaps >= 2 or spanned or len(buffered) >= 5000:
+                    break
+        except SourceReadError as err:  # the stream broke while probing: decode what came, then report
+            self.pending_error = err
         return buffered
 
     def _set_mode(self, mode: DecodeMode) -> None:
         if mode == self.mode and self.src.decode_mode is not None:
             return
         if self.src.decode_mode is not None:
-            log.info(
-                "%s: decode mode %s -> %s (GOP %s s)", self.src.stream_id, self.mode, mode, self.gop.gop_s
-            )
+            log.info("%s: decode mode %s -> %s (GOP %s s)", self.src.stream_id, self.mode, mode, self.gop_s)
         self.mode = self.src.decode_mode = mode
-        self.src.gop_s = self.gop.gop_s
+        self.src.gop_s = self.gop_s
         self.stream.codec_context.skip_frame = "NONKEY" if mode == "keyframes" else "DEFAULT"
 
     # ---------------------------------------------------------------- decoding
     def run(self) -> Iterator[Frame]:
         packets = self._packets()
         buffered = self._probe(packets)
-        self.src.gop_s = self.gop.gop_s
-        mode = choose_decode_mode(self.clock.interval_s, self.gop.gop_s)
+        self.src.gop_s = self.gop_s
+        mode = choose_decode_mode(self.clock.interval_s, self.gop_s)
         ctx = self.stream.codec_context
         ctx.thread_count = self.src.threads
         # frame threading delays each output by a frame per thread: worth it when every frame is decoded,
         # pure latency when only key frames are (they are independent anyway)
         ctx.thread_type = "AUTO" if mode == "all" else "SLICE"
         self._set_mode(mode)
-        log.info("%s: decoding %s (GOP %s s)", self.src.stream_id, mode, self.gop.gop_s)
+        log.info("%s: decoding %s (GOP %s s)", self.src.stream_id, mode, self.gop_s)
         consecutive = 0
         for i, pk in enumerate(chain(buffered, packets)):
             if self.src._stop.is_set():
                 return
             if i >= len(buffered) and pk.is_keyframe:
                 self._note_key(pk)
-                self._set_mode(choose_decode_mode(self.clock.interval_s, self.gop.gop_s))
+                self._set_mode(choose_decode_mode(self.clock.interval_s, self.gop_s))
             if self.mode == "keyframes" and not self._key_due(pk):
+                if pk.is_keyframe:  # a key frame not due yet: the stream works, it is simply not decoded
+                    self.progress_at = time.monotonic()
                 continue
             try:
                 frames = self.stream.decode(pk)
@@ -175,6 +203,8 @@ class DecodeSession:
             yield from self._sample(self.stream.decode(None))
         except av.error.FFmpegError:
             self.stats.decode_errors += 1
+        if self.pending_error is not None:
+            raise self.pending_error
         self._finish()
 
     def _key_due(self, pk: Packet[VideoStream]) -> bool:
@@ -186,7 +216,7 @@ class DecodeSession:
 
     @property
     def _max_jump_s(self) -> float:
-        return max(30.0, 4 * (self.gop.gop_s or 0.0))
+        return max(30.0, 4 * (self.gop_s or 0.0))
 
     def _poison(self, pts_s: float | None) -> None:
         """Drop frames until a key frame later than ``pts_s`` (a corrupt header may carry a wild pts)."""
@@ -230,6 +260,7 @@ class DecodeSession:
                 continue
             self.last_s = self.stats.last_pts_s = pts_s
             self.stats.decoded += 1
+            self.progress_at = time.monotonic()
             if not self.clock.take(pts_s):
                 continue
             self.stats.sampled += 1
@@ -237,6 +268,7 @@ class DecodeSession:
             index = round(pts_s * self.fps) if self.fps else self.stats.decoded - 1
             image: npt.NDArray[np.uint8] = f.to_ndarray(format="bgr24")  # type: ignore[assignment]
             yield Frame(self.src.stream_id, anchor + pts_s, pts_s, image, index)
+            self.progress_at = time.monotonic()  # time the consumer held the frame is not a stall
 
     def _finish(self) -> None:
         src, st = self.src, self.stats
@@ -245,7 +277,7 @@ class DecodeSession:
                 f"{src.url}: live stream ended after {st.packets} packets", src.url, "ended"
             )
         duration = self.container.duration / av.time_base if self.container.duration is not None else None
-        margin = max(self.gop.gop_s or 0.0, 1.0)
+        margin = max(self.gop_s or 0.0, 1.0)
         short = duration is not None and (st.last_pts_s or 0.0) + margin < duration
         level = logging.WARNING if st.decode_errors or st.dropped_corrupt or short else logging.INFO
         end = "n/a" if st.last_pts_s is None else f"{st.last_pts_s:.2f}"

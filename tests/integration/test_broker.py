@@ -22,9 +22,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from detector.broker import BrokerError, EmbeddedBroker, broker_answers, ensure_broker, topic_matches
-from detector.events import build_event, violation_id
+from detector.events import EventError, build_event, violation_id
 from detector.evidence import render_evidence
-from detector.mqtt import MqttSettings, PahoCommunicator
+from detector.mqtt import MqttConfigError, MqttSettings, PahoCommunicator
 from detector.outbox import Outbox
 from detector.publisher import Publisher
 
@@ -319,3 +319,20 @@ def test_stop_disconnects_clients(broker: EmbeddedBroker) -> None:
     broker.stop()
     assert gone.wait(5)
     sub.c.loop_stop()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"port": 0}, "port"),
+        ({"keepalive_s": 1}, "keepalive"),
+        ({"max_inflight": 0}, "max_inflight"),
+        ({"reconnect_min_s": 5, "reconnect_max_s": 2}, "reconnect"),
+        ({"keyfile": "client.key"}, "keyfile given without certfile"),
+        ({"tls": True, "ca_certs": "/nonexistent/ca.pem"}, "cannot set up MQTT TLS"),
+        ({"worker": "bad/worker"}, "not valid"),
+    ],
+)
+def test_bad_mqtt_settings_are_refused_before_connecting(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises((MqttConfigError, EventError), match=match):
+        PahoCommunicator(MqttSettings(**kwargs))

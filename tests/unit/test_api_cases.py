@@ -1,7 +1,8 @@
 """REST: GET /cases (filters, pages, order, 422s), /cases/{id}, evidence, /health, /docs.
 
-The app runs its real lifespan (migrations on a SQLite file) with the MQTT ingest off; cases
-are made through ``ingest_event`` so the rows are exactly what the ingest writes.
+The app runs its real lifespan (migrations; SQLite and PostgreSQL) with the MQTT ingest off, in
+dev mode (no keys configured: reads need no credential); cases are made through
+``ingest_event`` so the rows are exactly what the ingest writes.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from api.core.config import Settings
 from api.ingest.sample import encode, sample_event, sample_jpeg
 from api.ingest.service import IngestOutcome, ingest_event
 from api.main import create_app
+from api.testing import db_url, module_pg
+
+__all__ = ["db_url", "module_pg"]  # fixtures: every test on SQLite and PostgreSQL
 
 PREFIX = "citywatch/v1"
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> FastAPI:
+def app(tmp_path: Path, db_url: str) -> FastAPI:
+    """The real app in dev mode (no keys: anonymous reads), on SQLite and PostgreSQL."""
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'api.db'}",
+        database_url=db_url,
         evidence_dir=tmp_path / "evidence",
         ingest_enabled=False,
     )
@@ -208,3 +213,19 @@ def test_docs_and_openapi(client: TestClient) -> None:
     assert {"/cases", "/cases/{case_id}", "/cases/{case_id}/evidence", "/health"} <= set(spec["paths"])
     params = {p["name"] for p in spec["paths"]["/cases"]["get"]["parameters"]}
     assert {"status", "rule", "stream", "grid", "since", "until", "page", "page_size"} <= params
+
+
+@pytest.mark.parametrize(("limit", "count", "exact"), [(0, 3, True), (3, 3, True), (2, 2, False)])
+def test_count_is_exact_up_to_the_limit(tmp_path: Path, limit: int, count: int, exact: bool) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'c.db'}",
+        evidence_dir=tmp_path / "ev",
+        ingest_enabled=False,
+        cases_count_limit=limit,
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        for _ in range(3):
+            add(app)
+        body = client.get("/cases", params={"page_size": 1}).json()
+        assert (body["count"], body["count_exact"], len(body["data"])) == (count, exact, 1)

@@ -1,0 +1,73 @@
+"""Shared by the benchmarks: repo on sys.path, JSON output, the default model, process CPU and memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+VAR = REPO / "var" / "bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The benchmark's one JSON object on stdout (logs go to stderr)."""
+    print(json.dumps(result, ensure_ascii=False, sort_keys=False), flush=True)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident memory of a process in MB (this one by default)."""
+    status = Path(f"/proc/{pid or os.getpid()}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds a process has used (its threads included)."""
+    fields = Path(f"/proc/{pid or os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class ModelUnderTest:
+    name: str
+    version: str
+    pt: Path
+    imgsz: int
+    classes: list[str]
+    backend: str
+    precision: str
+    exports: dict[str, Path]
+
+
+def default_model(pt_override: str | None = None, imgsz: int | None = None) -> ModelUnderTest:
+    """The manifest's default model and its exports; ``pt_override`` benches a bare .pt instead."""
+    from detector.manifest import load_manifest, resolve_path
+
+    if pt_override:
+        from detector.inference import load_backend
+
+        probe = load_backend("ultralytics", pt_override, None, imgsz)
+        return ModelUnderTest(
+            Path(pt_override).stem, "dev", Path(pt_override), imgsz or probe.imgsz, probe.class_names, "onnx",
+            "int8", {},
+        )  # fmt: skip
+    entry = load_manifest().get(None)
+    exports = {key: entry.models_dir / rel for key, rel in entry.exports.items()}
+    return ModelUnderTest(
+        entry.name, entry.version, resolve_path(entry, "ultralytics", "fp32"), imgsz or entry.imgsz,
+        list(entry.classes), entry.backend, entry.precision, exports,
+    )  # fmt: skip

@@ -1,0 +1,123 @@
+"""Schemathesis over the whole OpenAPI of a live API (uvicorn, SQLite, an admin key): no 5xx,
+no undocumented status code or content type, every response valid against its schema.
+
+Slow (a few minutes on two cores): ``pytest -m slow tests/integration/test_api_schemathesis.py``.
+``CITYWATCH_SCHEMATHESIS_EXAMPLES`` sets the examples per operation (default 10).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.ingest.sample import sample_jpeg
+from api.testing import TEST_KEYS, key_of
+
+pytest.importorskip("schemathesis", reason="pip install schemathesis (dev extra)")
+
+pytestmark = pytest.mark.slow
+EXAMPLES = os.environ.get("CITYWATCH_SCHEMATHESIS_EXAMPLES", "10")
+MAX_TIME_S = os.environ.get("CITYWATCH_SCHEMATHESIS_MAX_TIME", "240")
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
+    "response_headers_conformance"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _seed(url: str) -> None:
+    """A few cases in several states, so that ids 1..3 exist."""
+    admin = {"X-API-Key": key_of("admin")}
+    for i in range(3):
+        response = httpx.post(
+            f"{url}/reports",
+            headers=admin,
+            files={"photo": ("p.jpg", sample_jpeg(str(i)))},
+            data={"rule": "unclean_road", "lat": f"30.{i}", "lon": "114.3", "description": "seed"},
+        )
+        response.raise_for_status()
+    for action in ("register", "dispatch", "accept"):
+        httpx.post(f"{url}/cases/1/{action}", headers=admin).raise_for_status()
+    httpx.post(f"{url}/cases/2/register", headers=admin).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("schemathesis")
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "CITYWATCH_DATABASE_URL": f"sqlite:///{tmp / 'cases.db'}",
+            "CITYWATCH_EVIDENCE_DIR": str(tmp / "evidence"),
+            "CITYWATCH_INGEST_ENABLED": "false",
+            "CITYWATCH_API_KEYS": json.dumps(list(TEST_KEYS.values())),
+        }
+    )
+    log = (tmp / "api.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the API did not come up:\n{(tmp / 'api.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        _seed(url)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def test_no_server_error_and_no_schema_violation(live_api: str, tmp_path: Path) -> None:
+    """The schemathesis CLI (its pytest plugin does not load on this pytest) over every operation."""
+    st = Path(sys.executable).with_name("st")
+    command = [
+        str(st),
+        "run",
+        f"{live_api}/openapi.json",
+        "-H",
+        f"X-API-Key: {key_of('admin')}",
+        "--checks",
+        CHECKS,
+        "-n",
+        EXAMPLES,
+        "-w",
+        "1",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-time",
+        MAX_TIME_S,
+        "--seed",
+        "20261128",
+    ]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=int(MAX_TIME_S) + 120)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "API Operations:" in run.stdout and "failure" not in run.stdout.splitlines()[-1]

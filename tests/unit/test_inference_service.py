@@ -1,0 +1,191 @@
+"""The shared inference service: batching across streams, fairness, drops, blocking files, lag, errors.
+
+The backend is a small real :class:`InferenceBackend` that records its batches (no model needed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pytest
+
+from detector.detections import Detections
+from detector.inference import InferenceBackend, InferenceError
+from detector.inference_service import InferenceService, InferenceServiceError
+from detector.sources import Frame
+
+
+class RecordingBackend(InferenceBackend):
+    name = "onnx"
+
+    def __init__(self, delay_s: float = 0.0, fail_on: int | None = None) -> None:
+        self.class_names = ["vehicle"]
+        self.imgsz, self.conf, self.iou = 32, 0.25, 0.5
+        self.batches: list[list[str]] = []
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def infer(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        self.gate.wait(10)
+        self.batches.append([f"{int(img[0, 0, 0])}" for img in images])
+        time.sleep(self.delay_s)
+        if self.fail_on is not None and len(self.batches) == self.fail_on:
+            raise InferenceError("the runtime failed")
+        return [Detections.empty() for _ in images]
+
+
+def frame(stream: str, i: int, ts: float | None = None) -> Frame:
+    img = np.full((8, 8, 3), i % 256, np.uint8)
+    return Frame(stream, float(i) if ts is None else ts, float(i), img, i)
+
+
+@pytest.fixture
+def stop() -> Iterator[threading.Event]:
+    ev = threading.Event()
+    yield ev
+    ev.set()
+
+
+def collect(service: InferenceService, streams: list[str]) -> dict[str, list[int]]:
+    got: dict[str, list[int]] = {s: [] for s in streams}
+    lock = threading.Lock()
+
+    def handler_for(sid: str):  # type: ignore[no-untyped-def]
+        def handle(f: Frame, _d: Detections) -> None:
+            with lock:
+                got[sid].append(f.index)
+
+        return handle
+
+    for s in streams:
+        service.register(s, handler_for(s))
+    return got
+
+
+def wait_for(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_batches_frames_of_many_streams_and_keeps_each_streams_order(stop: threading.Event) -> None:
+    backend = RecordingBackend()
+    backend.gate.clear()  # hold the first batch so the queues fill up
+    svc = InferenceService(backend, stop, max_batch=8, per_stream=4, gather_s=0.05)
+    got = collect(svc, ["a", "b", "c"])
+    svc.start()
+    for i in range(4):
+        for s in "abc":
+            svc.submit(frame(s, i), block=True)
+    backend.gate.set()
+    wait_for(lambda: sum(map(len, got.values())) == 12)
+    assert all(v == [0, 1, 2, 3] for v in got.values())
+    assert max(len(b) for b in backend.batches) > 1, "frames of several streams share a batch"
+    assert svc.stats()["frames"] == 12 and svc.dropped == {"a": 0, "b": 0, "c": 0}
+
+
+def test_live_stream_drops_its_oldest_frame_and_counts_it(stop: threading.Event) -> None:
+    backend = RecordingBackend()
+    backend.gate.clear()
+    svc = InferenceService(backend, stop, max_batch=1, per_stream=2, gather_s=0.0)
+    got = collect(svc, ["live"])
+    svc.start()
+    svc.submit(frame("live", 0))
+    wait_for(lambda: svc.pending() == 0)  # frame 0 is inside the (held) backend
+    for i in range(1, 6):
+        svc.submit(frame("live", i))
+    assert svc.dropped["live"] == 3 and svc.pending() == 2
+    backend.gate.set()
+    wait_for(lambda: len(got["live"]) == 3)
+    assert got["live"] == [0, 4, 5]  # the newest frames survive; nothing is made up for 1..3
+    assert svc.stream_stats("live")["inference_dropped"] == 3
+
+
+def test_file_stream_waits_instead_of_dropping(stop: threading.Event) -> None:
+    svc = InferenceService(RecordingBackend(delay_s=0.01), stop, max_batch=1, per_stream=1, gather_s=0.0)
+    got = collect(svc, ["file"])
+    svc.start()
+    for i in range(20):
+        svc.submit(frame("file", i), block=True)
+    wait_for(lambda: len(got["file"]) == 20)
+    assert got["file"] == list(range(20)) and svc.dropped["file"] == 0
+
+
+def test_round_robin_serves_every_stream_under_overload(stop: threading.Event) -> None:
+    """Every stream offers a new frame each round, the model takes two a round: a fixed start would
+    serve s0 and s1 forever; the rotating start serves all six within six rounds."""
+    svc = InferenceService(RecordingBackend(), stop, max_batch=2, per_stream=1, gather_s=0.0)
+    streams = [f"s{i}" for i in range(6)]
+    collect(svc, streams)
+    served: dict[str, int] = dict.fromkeys(streams, 0)
+    for rnd in range(6):
+        for k, s in enumerate(streams):
+            svc.submit(frame(s, rnd * 10 + k))
+        for f in svc._take():
+            served[f.stream_id] += 1
+    assert min(served.values()) >= 1, f"a stream was starved: {served}"
+    assert sum(svc.dropped.values()) == 6 * 6 - 12 - svc.pending()
+
+
+def test_handler_error_and_inference_error_do_not_stop_the_service(
+    stop: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = RecordingBackend(fail_on=1)
+    svc = InferenceService(backend, stop, max_batch=1, per_stream=8, gather_s=0.0)
+    ok: list[int] = []
+
+    def bad(_f: Frame, _d: Detections) -> None:
+        raise RuntimeError("bug in one stream")
+
+    svc.register("bad", bad)
+    svc.register("good", lambda f, _d: ok.append(f.index))
+    svc.start()
+    svc.submit(frame("good", 0), block=True)  # the first batch fails in the runtime
+    wait_for(lambda: svc.errors == 1)
+    svc.submit(frame("bad", 1), block=True)
+    svc.submit(frame("good", 2), block=True)
+    wait_for(lambda: ok == [2])
+    assert "inference failed" in caplog.text and "stream bad: processing a frame failed" in caplog.text
+    assert svc.is_alive()
+
+
+def test_lag_is_measured_from_the_frame_timestamp(stop: threading.Event) -> None:
+    now = [1000.0]
+    svc = InferenceService(RecordingBackend(), stop, max_batch=1, gather_s=0.0, clock=lambda: now[0])
+    got = collect(svc, ["cam"])
+    svc.start()
+    svc.submit(frame("cam", 1, ts=998.5))
+    wait_for(lambda: got["cam"] == [1])
+    assert svc.stream_stats("cam")["lag_s"] == pytest.approx(1.5)
+    assert svc.stats()["max_lag_s"] == pytest.approx(1.5)
+    svc.reset_lag()
+    assert svc.stats()["max_lag_s"] == 0.0
+
+
+def test_unknown_stream_and_bad_settings(stop: threading.Event) -> None:
+    svc = InferenceService(RecordingBackend(), stop)
+    with pytest.raises(InferenceServiceError, match="not registered"):
+        svc.submit(frame("nobody", 0))
+    with pytest.raises(ValueError, match="bad batching"):
+        InferenceService(RecordingBackend(), stop, max_batch=0)
+
+
+def test_stop_drains_what_is_queued(stop: threading.Event) -> None:
+    backend = RecordingBackend()
+    backend.gate.clear()
+    svc = InferenceService(backend, stop, max_batch=2, per_stream=4, gather_s=0.0)
+    got = collect(svc, ["a"])
+    svc.start()
+    for i in range(4):
+        svc.submit(frame("a", i))
+    stop.set()
+    backend.gate.set()
+    svc.wake()
+    svc.join(5)
+    assert not svc.is_alive() and got["a"] == [0, 1, 2, 3]
