@@ -13,9 +13,20 @@ from detector.pipeline import ModelInfo
 
 log = logging.getLogger(__name__)
 
-#: COCO class names a COCO-trained model reports, mapped onto the vehicle rule label
-COCO_VEHICLES = {"car": "vehicle", "truck": "vehicle", "bus": "vehicle", "motorcycle": "vehicle"}
-RULE_LABEL_NAMES = {"vehicle", "vendor", "litter", "structure"}
+#: For a model file given by path (no manifest entry): class names we know, mapped onto the four
+#: rule labels — citywatch's own classes and the COCO vehicle classes.
+KNOWN_RULE_LABELS = {
+    "vehicle": "vehicle",
+    "car": "vehicle",
+    "truck": "vehicle",
+    "bus": "vehicle",
+    "motorcycle": "vehicle",
+    "stall": "vendor",
+    "vendor": "vendor",
+    "litter": "litter",
+    "garbage": "litter",
+    "structure": "structure",
+}
 
 
 class ModelResolveError(Exception):
@@ -49,9 +60,7 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
         kind = cfg.backend or _backend_for(path)
         backend = load_backend(kind, path, None, cfg.imgsz, cfg.conf, cfg.iou, threads)
         names = tuple(backend.class_names)
-        labels = {n: n for n in names if n in RULE_LABEL_NAMES} | {
-            n: v for n, v in COCO_VEHICLES.items() if n in names
-        }
+        labels = {n: KNOWN_RULE_LABELS[n] for n in names if n in KNOWN_RULE_LABELS}
         sha = sha256_file(path) if path.is_file() else None
         info = ModelInfo(path.stem, "0.0.0", sha, names, labels)
         return LoadedModel(backend, info, path, kind)

@@ -29,6 +29,7 @@ from detector.mqtt import MqttSettings, PahoCommunicator
 from detector.outbox import Outbox
 from detector.pipeline import ModelInfo, StreamPipeline
 from detector.publisher import Publisher
+from detector.recheck import Rechecker
 from detector.sources import Frame
 from detector.worker import StreamWorker, resolve_url
 
@@ -71,6 +72,7 @@ class Detector:
     workers: list[StreamWorker] = field(default_factory=list)
     pipelines: dict[str, StreamPipeline] = field(default_factory=dict)
     post: list[SerialHandler] = field(default_factory=list)
+    rechecker: Rechecker | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -103,6 +105,10 @@ class Detector:
                 self.post.append(SerialHandler(stream.id, handler))
                 handler = self.post[-1]
             self.service.register(stream.id, handler)
+        ref = f"{model.info.name}@{model.info.version}"
+        self.rechecker = Rechecker(
+            self.comm, self.pipelines, cfg.mqtt.topic_prefix, cfg.worker_id, ref
+        ).start()
         self.service.start()
         for stream in cfg.enabled_streams:
             extra = self._extra_state(stream.id)
@@ -142,6 +148,8 @@ class Detector:
     def _handler(self, pipe: StreamPipeline) -> Any:
         def handle(frame: Frame, dets: Detections) -> None:
             pipe.process(frame.ts, frame.image, dets)
+            if self.rechecker is not None:
+                self.rechecker.on_frame(frame.stream_id, frame.ts, frame.image, dets)
 
         return handle
 

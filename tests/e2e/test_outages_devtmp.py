@@ -201,6 +201,7 @@ class Detector:
         )
         named = self.tmp / f"streams-{speed:g}x.yaml"
         import yaml
+
         cfg = yaml.safe_load(path.read_text())
         cfg["model"] = {"path": "/tmp/dev/model.pt", "backend": "ultralytics", "conf": 0.25, "batch": 8}
         named.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
@@ -244,9 +245,7 @@ class Detector:
 
 
 @pytest.fixture
-def rig(
-    tmp_path: Path, topic_prefix: str
-) -> Iterator[tuple[Mosquitto, Detector, Callable[[str], Api]]]:
+def rig(tmp_path: Path, topic_prefix: str) -> Iterator[tuple[Mosquitto, Detector, Callable[[str], Api]]]:
     broker = Mosquitto(tmp_path / "mosquitto").start()
     detector = Detector(tmp_path, broker, topic_prefix)
     apis: list[Api] = []
