@@ -97,13 +97,29 @@ def card_text(
         ),
     ]
     if m.per_view:
-        out += ["", "### Per view", "", "| view | split | images | mAP50 |", "|---|---|---:|---:|"]
-        out += [f"| {v} | {vm.split} | {vm.images} | {vm.map50:.3f} |" for v, vm in m.per_view.items()]
+        head = "| view | split | images | mAP50 | " + " | ".join(entry.classes) + " |"
+        out += [
+            "",
+            "### Per view (AP50 per class)",
+            "",
+            head,
+            "|---|---|---:|---:|" + "---:|" * len(entry.classes),
+        ]
+        out += [
+            f"| {v} | {vm.split} | {vm.images} | {vm.map50:.3f} | "
+            + " | ".join(f"{vm.per_class[c]:.3f}" if c in vm.per_class else "—" for c in entry.classes)
+            + " |"
+            for v, vm in m.per_view.items()
+        ]
     out += [
         "",
         "## Training",
         "",
-        "From scratch (no pretrained weights), ultralytics, fp32 (no AMP). Arguments:",
+        (
+            f"Fine-tuned from `{full_args.get('pretrained')}`, ultralytics, fp32 (no AMP). Arguments:"
+            if isinstance(full_args.get("pretrained"), str)
+            else "From scratch (no pretrained weights), ultralytics, fp32 (no AMP). Arguments:"
+        ),
         "",
         "```yaml",
         yaml.safe_dump(full_args, sort_keys=True, allow_unicode=True).rstrip(),
