@@ -1,4 +1,4 @@
-"""The MQTT consumer: paho-mqtt 2.x, one worker thread, batches committed before they are acked.
+"""The MQTT consumer: paho-mqtt 2.x, two worker threads, batches committed before they are acked.
 
 - A persistent session with a stable client id: MQTT 5 ``clean_start=False`` with a session
   expiry (3.1.1: ``clean_session=False``), so the broker keeps the subscription and the QoS 1
@@ -9,9 +9,8 @@
 - ``manual_ack=True``: the network thread only queues a message. One thread takes everything
   queued (up to ``ingest_batch_max``), parses it and stores its evidence (``prepare_batch``) while
   a second commits the previous batch in one transaction (``commit_batch``) and only then sends
-  its PUBACKs, in arrival order. A crash before the commit means the
-  broker delivers the messages again (the upsert is idempotent). A batch the database refuses is
-  ingested one message at a time.
+  its PUBACKs, in arrival order. A crash before the commit means the broker delivers the messages
+  again (the upsert is idempotent). A batch the database refuses is ingested one message at a time.
 - A message received on an earlier connection is processed but not acked: the broker redelivers
   it on the new connection, where its packet id may now name another message.
 - Database outages: the same messages are retried with backoff, never dropped, never acked early.

@@ -178,7 +178,9 @@ def decode_payload(payload: bytes, max_payload_bytes: int) -> dict[str, Any]:
     return data
 
 
-def check_schema(data: dict[str, Any]) -> None:
+def check_schema(data: dict[str, Any], *, may_hold_nul: bool = True) -> None:
+    """``may_hold_nul=False``: the raw payload has no ``\\u0000``, so no string can hold a NUL
+    (JSON cannot carry a raw NUL byte in a string) and the walk for one is skipped."""
     version = data.get("schema")
     if version != SCHEMA_ID:
         shown = _short(repr(version), 80) if "schema" in data else "missing"
@@ -194,7 +196,7 @@ def check_schema(data: dict[str, Any]) -> None:
         parts = [_describe(e) for e in errors[:_MAX_SCHEMA_ERRORS]]
         more = f" (+{len(errors) - _MAX_SCHEMA_ERRORS} more)" if len(errors) > _MAX_SCHEMA_ERRORS else ""
         raise InvalidEventError("schema violation: " + "; ".join(parts) + more)
-    for path, value in _walk_strings(data):
+    for path, value in _walk_strings(data) if may_hold_nul else ():
         if "\x00" in value:
             raise InvalidEventError(f"{path}: string contains a NUL character")
 
@@ -232,7 +234,7 @@ def parse_event(
 ) -> ViolationEvent:
     """Parse and check one message; every refusal is an ``InvalidEventError`` with the reason."""
     data = decode_payload(payload, max_payload_bytes)
-    check_schema(data)
+    check_schema(data, may_hold_nul=b"\\u0000" in payload)
     first_seen = parse_datetime(data["first_seen"])
     last_seen = parse_datetime(data["last_seen"])
     if last_seen < first_seen:
