@@ -338,9 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--mix",
         choices=["opened", "lifecycle"],
-        default="opened",
-        help="opened: every event a new violation with its own JPEG (the worst case); lifecycle: "
-        "opened + updated + updated + cleared per violation, as the detector sends them",
+        default="lifecycle",
+        help="lifecycle (default): opened + updated + updated + cleared per violation, as the detector "
+        "sends them; opened: every event a new violation with its own JPEG (the worst case)",
     )
     p.add_argument("--backends", default="sqlite,postgresql")
     p.add_argument("--batch-max", type=int, default=500, help="CITYWATCH_INGEST_BATCH_MAX")

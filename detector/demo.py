@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  one case     {cfg.api.url}/cases/1   (evidence: /cases/1/evidence)\n"
             f"  API docs     {cfg.api.url}/docs\n"
             f"  health       {cfg.api.url}/health\n"
+            "  case desk    dev-mode keys (api/AUTH.md), e.g. -H 'X-API-Key: citywatch-dev-reviewer-key'\n"
             f"  MQTT         mosquitto_sub -h {cfg.mqtt.host} -p {cfg.mqtt.port} -t 'citywatch/v1/#' -v\n"
             f"  streams      {', '.join(w.stream.id for w in det.workers)} (clips play in real time; "
             "cases open after each rule's dwell)\n  Ctrl-C stops everything.\n"
