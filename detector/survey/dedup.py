@@ -170,7 +170,11 @@ def cluster_tracks(tracks: list[list[Obs]], s: DedupSettings) -> list[list[list[
                 gx, gy, _ = _position(o for tr in g for o in tr)
                 d = math.hypot(tx - gx, ty - gy)
                 reach = s.eps_m + 0.5 * max(o["size_m"] for o in t)
-                if d <= reach and d < best_d and not (_frames(t) & set().union(*(_frames(tr) for tr in g))):
+                apart = not (_frames(t) & set().union(*(_frames(tr) for tr in g)))
+                # a piece cut by the frame edge lying inside a known object's footprint is part of
+                # it, even when the model boxed both in the same frame
+                inside = d <= 0.5 * max(_size(tr) for tr in g)
+                if d <= reach and d < best_d and (apart or inside):
                     best, best_d = g, d
             if best is not None:
                 best.append(t)
