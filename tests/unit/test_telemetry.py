@@ -17,7 +17,8 @@ from detector.telemetry import (
     read_photo_folder,
 )
 
-FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "dji-srt"
+# DJI SRT samples from the DJI_SRT_Parser project (MIT licence, tests/fixtures/dji-srt/LICENSE)
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "dji-srt"
 # Where each fixture was flown (known locations): Badalona (Spain), the Whitsunday region (Queensland,
 # Australia) and the Buenos Aires province (Argentina). (lat range, lon range)
 BADALONA = ((41.42, 41.43), (2.23, 2.24))
