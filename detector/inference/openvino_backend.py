@@ -23,7 +23,6 @@ from detector.inference.base import (
     resolve_imgsz,
     resolve_names,
 )
-from detector.inference.letterbox import to_tensor
 
 
 def _model_file(path: Path) -> Path:
@@ -52,8 +51,21 @@ def _metadata(model_file: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def _uint8_input(ov: Any, model: Any) -> Any:
+    """Let the model take letterboxed BGR uint8 NHWC images: RGB order, float and /255 inside OpenVINO."""
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(
+        ColorFormat.BGR
+    )
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_color(ColorFormat.RGB).convert_element_type(ov.Type.f32).scale(255.0)
+    return ppp.build()
+
+
 class OpenVinoBackend(TensorYoloBackend):
-    """OpenVINO runtime on the CPU with the LATENCY hint and ``threads`` inference threads.
+    """OpenVINO runtime on the CPU with the THROUGHPUT hint and ``threads`` inference threads.
 
     A model with dynamic height/width is reshaped to ``imgsz`` x ``imgsz`` (a static shape compiles to faster
     code); a dynamic batch stays dynamic.
@@ -101,6 +113,7 @@ class OpenVinoBackend(TensorYoloBackend):
         # THROUGHPUT: several single-threaded streams, one image each at a time. For a small model that
         # beats one image spread over every core (thread start-up and sync dominate); a batch of frames
         # from the inference service runs as parallel asynchronous requests.
+        model = _uint8_input(ov, model)
         config = {
             props.inference_num_threads(): threads or default_threads(),
             hints.performance_mode(): hints.PerformanceMode.THROUGHPUT,
@@ -120,39 +133,52 @@ class OpenVinoBackend(TensorYoloBackend):
         self.num_classes = len(self.class_names) if self.end2end else nc
 
     def _run(self, padded: list[Image]) -> list[npt.NDArray[np.float32]]:
-        """Chunks of the model's batch size as parallel asynchronous requests (one chunk: synchronous)."""
+        """Chunks of the model's batch size as parallel asynchronous requests (one chunk: synchronous).
+
+        The compiled model takes the letterboxed BGR uint8 images as they are (NHWC): colour order,
+        float conversion and scaling run inside OpenVINO (``_uint8_input``), not in numpy."""
         step = self.fixed_batch or len(padded)
-        if self._queue is None or len(padded) <= step:
-            return super()._run(padded)
-        chunks = [padded[k : k + step] for k in range(0, len(padded), step)]
+        chunks = [self._pack(padded[k : k + step], step) for k in range(0, len(padded), step)]
+        sizes = [min(step, len(padded) - k) for k in range(0, len(padded), step)]
         outs: list[npt.NDArray[np.float32] | None] = [None] * len(chunks)
-
-        def done(request: Any, index: int) -> None:
-            outs[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
-
         try:
-            self._queue.set_callback(done)
-            for index, chunk in enumerate(chunks):
-                tensor = to_tensor(chunk)
-                if len(chunk) < step:  # fill a fixed-size batch; the filler's results are dropped below
-                    filler = np.zeros((step - len(chunk), *tensor.shape[1:]), np.float32)
-                    tensor = np.concatenate([tensor, filler])
-                self._queue.start_async({0: tensor}, index)
-            self._queue.wait_all()
+            if self._queue is None or len(chunks) == 1:
+                for index, tensor in enumerate(chunks):
+                    self._request.infer({0: tensor})
+                    outs[index] = np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
+            else:
+
+                def done(request: Any, index: int) -> None:
+                    outs[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
+                self._queue.set_callback(done)
+                for index, tensor in enumerate(chunks):
+                    self._queue.start_async({0: tensor}, index)
+                self._queue.wait_all()
         except Exception as exc:  # OpenVINO's own RuntimeError types
             raise InferenceError(
                 f"OpenVINO failed on {self.path.name} with {len(padded)} images: {exc}"
             ) from exc
         results: list[npt.NDArray[np.float32]] = []
-        for chunk, out in zip(chunks, outs, strict=True):
+        for size, out in zip(sizes, outs, strict=True):
             if out is None:
-                raise InferenceError(f"OpenVINO returned no output for a batch of {len(chunk)} images")
-            results.extend(list(out)[: len(chunk)])
+                raise InferenceError(f"OpenVINO returned no output for a batch of {size} images")
+            results.extend(list(out)[:size])
         return results
 
+    @staticmethod
+    def _pack(chunk: list[Image], step: int) -> npt.NDArray[np.uint8]:
+        """NHWC uint8, filled up to a fixed batch size with blank images (their results are dropped)."""
+        batch = np.stack(chunk)
+        if len(chunk) < step:
+            batch = np.concatenate([batch, np.zeros((step - len(chunk), *batch.shape[1:]), np.uint8)])
+        return batch
+
     def _forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """An NCHW RGB float batch in [0, 1] (the tensor contract of the other backends)."""
+        images = (batch[:, ::-1].transpose(0, 2, 3, 1) * np.float32(255.0)).round().clip(0, 255)
         try:
-            self._request.infer({0: batch})
+            self._request.infer({0: images.astype(np.uint8)})
             out = self._request.get_output_tensor(0).data
         except Exception as exc:  # OpenVINO's own RuntimeError types
             raise InferenceError(

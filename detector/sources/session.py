@@ -58,7 +58,10 @@ class DecodeSession:
         self.tb: Fraction = stream.time_base or Fraction(1, 1)
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
-        self.anchor = anchor  # wall time of pts 0; None: taken from the first packet's arrival
+        self.anchor = anchor  # wall time of pts 0; None: estimated from the packets' arrival (network)
+        # a live stream's anchor is refined until the first frame is out: min(arrival - pts) over the packets
+        # (every packet arrives after it was sent), never before the connection was opened
+        self.refine = anchor is None and src.is_network
         self.origin: int | None = stream.start_time
         self.gop = GopEstimator()
         self.mode: DecodeMode = "all"
@@ -96,13 +99,21 @@ class DecodeSession:
                 ) from None
             if pk.size == 0 and pk.pts is None and pk.dts is None:
                 continue  # PyAV's end-of-stream flush packet; we flush the decoder ourselves
-            if self.anchor is None:
+            if self.refine:
+                self._refine_anchor(self._pts_s(pk.pts if pk.pts is not None else pk.dts))
+            elif self.anchor is None:
                 first = self._pts_s(pk.pts if pk.pts is not None else pk.dts) or 0.0
-                opened = self.src.opened_at if self.src.is_network else None
-                self.anchor = (opened if opened is not None else time.time()) - first
+                self.anchor = time.time() - first
             self.stats.packets += 1
             self._check_stall()
             yield pk
+
+    def _refine_anchor(self, pts_s: float | None) -> None:
+        if pts_s is None:
+            return
+        floor = self.src.opened_at if self.src.opened_at is not None else -math.inf
+        estimate = time.time() - pts_s
+        self.anchor = max(floor, estimate if self.anchor is None else min(self.anchor, estimate))
 
     def _check_stall(self) -> None:
         """Packets keep coming but nothing usable does (no key frame, every frame broken): a stall."""
@@ -264,6 +275,7 @@ class DecodeSession:
             if not self.clock.take(pts_s):
                 continue
             self.stats.sampled += 1
+            self.refine = False  # frames are out: the anchor stays, so timestamps never step back
             anchor = self.anchor if self.anchor is not None else 0.0
             index = round(pts_s * self.fps) if self.fps else self.stats.decoded - 1
             image: npt.NDArray[np.uint8] = f.to_ndarray(format="bgr24")  # type: ignore[assignment]
