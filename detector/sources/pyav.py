@@ -82,9 +82,9 @@ class VideoSource:
     """A video file or network stream read with PyAV.
 
     ``start_time`` is the wall time (epoch seconds) of pts 0. Without it, files use the container's
-    ``creation_time`` tag, else the file's mtime; network streams use the time the connection was opened
-    (a live server starts sending at PLAY; packets buffered while opening would otherwise stamp every frame
-    later by the time opening took).
+    ``creation_time`` tag, else the file's mtime; network streams estimate it from the packets that arrive
+    before the first frame is out: the earliest ``arrival - pts`` (a packet never arrives before it was sent),
+    but not before the connection was opened (packets buffered while opening arrive late).
 
     ``gop_hint_s`` (the GOP measured by an earlier connection to the same stream) skips the GOP probe, so a
     reconnect yields its first frame at the first key frame instead of after two GOPs; the estimate is still
