@@ -8,6 +8,7 @@ STAMP    = $(VENV)/.installed
 # torch is pinned to the wheels this machine class carries; see README "Installing"
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+SCENARIO_CLIPS = $(patsubst %.yaml,%.mp4,$(wildcard training/synth/scenarios/*.yaml))
 
 .PHONY: install demo test lint fmt scenarios dataset train clean test-services test-services-rtsp
 
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+demo: install $(SCENARIO_CLIPS)
 	$(BIN)/citywatch demo --config streams.yaml
 
 # The suite needs an MQTT broker: it uses the one on 127.0.0.1:1883 or starts `mosquitto`
@@ -39,7 +40,7 @@ test-services-rtsp:
 	 (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PKGS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PKGS) >/dev/null 2>&1))) || \
 	 echo "warning: no GStreamer RTSP server ($(RTSP_PKGS)); the RTSP tests will skip"
 
-test: install test-services
+test: install test-services $(SCENARIO_CLIPS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -52,8 +53,12 @@ fmt: install
 	$(BIN)/ruff check --fix detector api training tests bench
 
 # Re-render the bundled scenario clips from their scripts (deterministic).
-scenarios: install
-	$(BIN)/citywatch synth scenario training/synth/scenarios/*.yaml --out training/synth/scenarios
+scenarios: $(SCENARIO_CLIPS)
+
+# The bundled scenario clips (the demo's cameras, the tests' ground truth) are built, not kept in
+# git: rendering is deterministic, the same script gives the same bytes.
+training/synth/scenarios/%.mp4: training/synth/scenarios/%.yaml | $(STAMP)
+	$(BIN)/citywatch synth scenario $< --out training/synth/scenarios
 
 # The synthetic dataset the default model is trained on (seeds disjoint per split).
 dataset: install

@@ -54,6 +54,16 @@ def topic_prefix(request: pytest.FixtureRequest) -> str:
     return unique_topic_prefix(request.node.name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def scenario_clips() -> None:
+    """The bundled scenario clips are built from their scripts, not kept in git: render any missing."""
+    from training.synth.scenario import ensure_rendered
+
+    folder = Path(__file__).resolve().parents[1] / "training" / "synth" / "scenarios"
+    for script in sorted(folder.glob("*.yaml")):
+        ensure_rendered(script, folder)
+
+
 @pytest.fixture(scope="session")
 def mqtt_broker() -> Iterator[tuple[str, int]]:
     configured = os.environ.get("CITYWATCH_TEST_MQTT")

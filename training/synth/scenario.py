@@ -275,6 +275,15 @@ def render_scenario(script: Path, out_dir: Path, progress: bool = True) -> dict[
     return {"video": video, "truth": gt}
 
 
+def ensure_rendered(script: Path, out_dir: Path) -> Path:
+    """The scenario's clip in ``out_dir``, rendered first when missing (rendering is deterministic:
+    the same script gives the same bytes, so the clips are built, not kept in git)."""
+    video = out_dir / f"{Scenario.load(script).spec.name}.mp4"
+    if not video.is_file():
+        render_scenario(script, out_dir, progress=False)
+    return video
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
