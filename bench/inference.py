@@ -39,7 +39,7 @@ from detector.inference import load_backend
 
 Image = npt.NDArray[np.uint8]
 Pred = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64]]
-DATA = _common.REPO / "datasets" / "synth-v1" / "dataset.yaml"
+DATA = _common.REPO / "datasets" / "synth-v2" / "dataset.yaml"
 
 
 # ------------------------------------------------------------------------------------------ data

@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fine-tune: start from these weights (a registered model's .pt) instead of from scratch",
     )
     t.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: ultralytics')")
+    t.add_argument(
+        "--time",
+        type=float,
+        default=None,
+        metavar="HOURS",
+        help="train for this many hours instead of --epochs (the schedule is fitted to the time)",
+    )
 
     e = sub.add_parser("eval", help="mAP50 overall and AP50 per class on a dataset split")
     e.add_argument("model", help="manifest name[@version], or a .pt / .onnx file / *_openvino_model folder")
@@ -82,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--calib-images", type=int, default=256, help="at most this many calibration images")
     x.add_argument(
         "--imgsz", type=int, default=None, help="default: the manifest's / checkpoint's input size"
+    )
+    x.add_argument(
+        "--static",
+        action="store_true",
+        help="a fixed imgsz x imgsz input (default: any height/width, so 16:9 frames run as 640x384)",
     )
 
     m = sub.add_parser("models", help="the model manifest")
@@ -131,6 +143,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         seed=a.seed,
         init_from=a.init_from,
         lr0=a.lr0,
+        time_h=a.time,
     )
     run_training(opts)
     return 0
@@ -184,6 +197,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         calib=calib,
         calib_split=a.calib_split,
         calib_images=a.calib_images,
+        dynamic=not a.static,
     )
     if entry is not None:
         registry.record_export(entry.ref, export_key(a.format, a.int8), out, entry.models_dir)

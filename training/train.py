@@ -55,6 +55,7 @@ class TrainOptions:
     seed: int = 0
     init_from: Path | None = None
     lr0: float | None = None
+    time_h: float | None = None  # a wall-clock budget: ultralytics fits the epoch count to it
 
 
 def _resolve_arch(arch: str) -> str:
@@ -119,6 +120,10 @@ def _fit(opts: TrainOptions, spec: DatasetSpec, run_dir: Path, stem: str) -> Non
             )
         pretrained = str(opts.init_from.resolve())
     extra: dict[str, Any] = {} if opts.lr0 is None else {"lr0": opts.lr0}
+    if opts.time_h is not None:
+        if opts.time_h <= 0:
+            raise TrainError(f"--time {opts.time_h}: expected a positive number of hours")
+        extra["time"] = opts.time_h
     try:
         model = yolo(_resolve_arch(opts.arch))
     except FileNotFoundError as err:
