@@ -182,14 +182,24 @@ class TensorYoloBackend(InferenceBackend):
         check_images(images)
         if not images:
             return []
-        shapes = {img.shape for img in images}
-        # ultralytics' rule: a smaller rectangular input when the model allows it and the batch agrees
-        auto = self.dynamic_hw and len(shapes) == 1
+        # A model that takes any height/width gets each frame in its smallest stride-multiple rectangle
+        # (ultralytics' ``auto`` letterbox: a 16:9 frame runs as 640x384, not 640x640); frames whose
+        # inputs come out the same shape run together.
         target = self.input_hw or self.imgsz
-        boxed = [letterbox(img, target, self.stride, auto) for img in images]
-        infos = [info for _, info in boxed]
-        outputs = self._run([img for img, _ in boxed])
-        return [self._decode(out, info) for out, info in zip(outputs, infos, strict=True)]
+        boxed = [letterbox(img, target, self.stride, self.dynamic_hw) for img in images]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, (padded, _) in enumerate(boxed):
+            groups.setdefault(padded.shape, []).append(index)
+        outputs: list[npt.NDArray[np.float32] | None] = [None] * len(boxed)
+        for members in groups.values():
+            for index, raw in zip(members, self._run([boxed[i][0] for i in members]), strict=True):
+                outputs[index] = raw
+        results = []
+        for out, (_, info) in zip(outputs, boxed, strict=True):
+            if out is None:  # not reached: zip(strict=True) above checks _run's count
+                raise InferenceError(f"{self.name} returned no output for one of {len(boxed)} frames")
+            results.append(self._decode(out, info))
+        return results
 
     def _run(self, padded: list[Image]) -> list[npt.NDArray[np.float32]]:
         if self.fixed_batch is None:

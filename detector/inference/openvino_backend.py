@@ -67,9 +67,12 @@ def _uint8_input(ov: Any, model: Any) -> Any:
 class OpenVinoBackend(TensorYoloBackend):
     """OpenVINO runtime on the CPU with the THROUGHPUT hint and ``threads`` inference threads.
 
-    A model with dynamic height/width is reshaped to ``imgsz`` x ``imgsz`` (a static shape compiles to faster
-    code); a dynamic batch stays dynamic.
+    A model with dynamic height/width takes each frame in its smallest rectangle (a 16:9 frame as 640x384):
+    it is compiled once per input shape met, batch 1, static (a static shape compiles to faster code), and
+    at most ``MAX_SHAPES`` compiled shapes are kept. A fixed-shape model is compiled once as it is.
     """
+
+    MAX_SHAPES: ClassVar[int] = 4
 
     name: ClassVar[BackendKind] = "openvino"
 
@@ -104,30 +107,23 @@ class OpenVinoBackend(TensorYoloBackend):
         batch, hdim, wdim = shape[0], shape[2], shape[3]
         fixed_hw = None if hdim.is_dynamic or wdim.is_dynamic else (hdim.get_length(), wdim.get_length())
         self.imgsz = resolve_imgsz(self.path, imgsz, fixed_hw, meta.get("imgsz"), self.stride)
-        if fixed_hw is None:
-            b = -1 if batch.is_dynamic else batch.get_length()
-            model.reshape({model.inputs[0]: ov.PartialShape([b, 3, self.imgsz, self.imgsz])})
         self.input_hw = fixed_hw
-        self.dynamic_hw = False
-        self.fixed_batch = None if batch.is_dynamic else batch.get_length()
+        self.dynamic_hw = fixed_hw is None
+        # a dynamic batch becomes 1: the frames of a batch run as parallel asynchronous requests
+        self.fixed_batch = 1 if batch.is_dynamic or self.dynamic_hw else batch.get_length()
+        self._ov, self._core, self._model_file = ov, core, model_file
+        self._base = model
         # THROUGHPUT: several single-threaded streams, one image each at a time. For a small model that
         # beats one image spread over every core (thread start-up and sync dominate); a batch of frames
         # from the inference service runs as parallel asynchronous requests.
-        model = _uint8_input(ov, model)
-        config = {
+        self._config = {
             props.inference_num_threads(): threads or default_threads(),
             hints.performance_mode(): hints.PerformanceMode.THROUGHPUT,
         }
-        try:
-            compiled = core.compile_model(model, "CPU", config)
-            requests = max(1, int(compiled.get_property(props.optimal_number_of_infer_requests())))
-        except Exception as exc:  # OpenVINO's own RuntimeError types
-            raise ModelLoadError(f"OpenVINO cannot compile {model_file}: {exc}") from exc
-        self._request = compiled.create_infer_request()
-        self._queue = ov.AsyncInferQueue(compiled, requests) if requests > 1 else None
+        self._compiled: dict[tuple[int, int], tuple[Any, Any]] = {}  # (h, w) -> (request, queue)
         self.conf, self.iou, self.max_det = conf, iou, max_det
         hw = fixed_hw or (self.imgsz, self.imgsz)
-        probe = self._forward(np.zeros((self.fixed_batch or 1, 3, *hw), np.float32))
+        probe = self._forward(np.zeros((self.fixed_batch, 3, *hw), np.float32))
         self.end2end, nc = output_layout(self.path, probe.shape, meta.get("end2end"))
         self.class_names = resolve_names(self.path, class_names, parse_names(meta.get("names")), nc)
         self.num_classes = len(self.class_names) if self.end2end else nc
@@ -142,19 +138,22 @@ class OpenVinoBackend(TensorYoloBackend):
         sizes = [min(step, len(padded) - k) for k in range(0, len(padded), step)]
         outs: list[npt.NDArray[np.float32] | None] = [None] * len(chunks)
         try:
-            if self._queue is None or len(chunks) == 1:
+            request, queue = self._compiled_for(padded[0].shape[0], padded[0].shape[1])
+            if queue is None or len(chunks) == 1:
                 for index, tensor in enumerate(chunks):
-                    self._request.infer({0: tensor})
-                    outs[index] = np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
+                    request.infer({0: tensor})
+                    outs[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
             else:
 
-                def done(request: Any, index: int) -> None:
-                    outs[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
+                def done(req: Any, index: int) -> None:
+                    outs[index] = np.array(req.get_output_tensor(0).data, dtype=np.float32)
 
-                self._queue.set_callback(done)
+                queue.set_callback(done)
                 for index, tensor in enumerate(chunks):
-                    self._queue.start_async({0: tensor}, index)
-                self._queue.wait_all()
+                    queue.start_async({0: tensor}, index)
+                queue.wait_all()
+        except ModelLoadError:
+            raise
         except Exception as exc:  # OpenVINO's own RuntimeError types
             raise InferenceError(
                 f"OpenVINO failed on {self.path.name} with {len(padded)} images: {exc}"
@@ -165,6 +164,32 @@ class OpenVinoBackend(TensorYoloBackend):
                 raise InferenceError(f"OpenVINO returned no output for a batch of {size} images")
             results.extend(list(out)[:size])
         return results
+
+    def _compiled_for(self, height: int, width: int) -> tuple[Any, Any]:
+        """(request, async queue or None) of the model compiled for ``height`` x ``width`` inputs."""
+        key = (height, width)
+        if key in self._compiled:
+            return self._compiled[key]
+        ov = self._ov
+        import openvino.properties as props
+
+        model = self._base.clone()
+        if model.inputs[0].get_partial_shape().is_dynamic:
+            model.reshape({model.inputs[0]: ov.PartialShape([self.fixed_batch, 3, height, width])})
+        try:
+            compiled = self._core.compile_model(_uint8_input(ov, model), "CPU", self._config)
+            requests = max(1, int(compiled.get_property(props.optimal_number_of_infer_requests())))
+        except Exception as exc:  # OpenVINO's own RuntimeError types
+            raise ModelLoadError(
+                f"OpenVINO cannot compile {self._model_file} for {height}x{width} inputs: {exc}"
+            ) from exc
+        while len(self._compiled) >= self.MAX_SHAPES:
+            self._compiled.pop(next(iter(self._compiled)))
+        self._compiled[key] = (
+            compiled.create_infer_request(),
+            ov.AsyncInferQueue(compiled, requests) if requests > 1 else None,
+        )
+        return self._compiled[key]
 
     @staticmethod
     def _pack(chunk: list[Image], step: int) -> npt.NDArray[np.uint8]:
@@ -177,9 +202,10 @@ class OpenVinoBackend(TensorYoloBackend):
     def _forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """An NCHW RGB float batch in [0, 1] (the tensor contract of the other backends)."""
         images = (batch[:, ::-1].transpose(0, 2, 3, 1) * np.float32(255.0)).round().clip(0, 255)
+        request, _ = self._compiled_for(batch.shape[2], batch.shape[3])
         try:
-            self._request.infer({0: images.astype(np.uint8)})
-            out = self._request.get_output_tensor(0).data
+            request.infer({0: images.astype(np.uint8)})
+            out = request.get_output_tensor(0).data
         except Exception as exc:  # OpenVINO's own RuntimeError types
             raise InferenceError(
                 f"OpenVINO failed on {self.path.name} with input {batch.shape}: {exc}"

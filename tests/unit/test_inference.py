@@ -170,8 +170,15 @@ def test_dynamic_model_uses_rectangular_input(models: dict[str, Path]) -> None:
 
     backend._forward = spy  # type: ignore[method-assign]
     backend.infer([IMAGES["big"]])
-    backend.infer([IMAGES["big"], IMAGES["tall"]])  # mixed shapes: square inputs
-    assert calls == [(1, 3, 40, 64), (2, 3, 64, 64)]
+    assert calls == [(1, 3, 40, 64)]
+    calls.clear()
+    # mixed shapes: each frame in its own smallest rectangle, frames of one input shape run together,
+    # results in input order
+    mixed = [IMAGES["big"], IMAGES["tall"], IMAGES["big"][::-1].copy()]
+    results = backend.infer(mixed)
+    assert sorted(calls) == [(1, 3, 64, 48), (2, 3, 40, 64)]
+    for img, det in zip(mixed, results, strict=True):
+        assert_same(det, backend.infer([img])[0])
 
 
 def test_names_come_from_metadata_or_configuration(models: dict[str, Path]) -> None:
@@ -241,12 +248,28 @@ def test_openvino_matches_onnx(models: dict[str, Path], tmp_path: Path) -> None:
         "stride: 8\nimgsz: [64, 64]\nnames:\n  0: vehicle\n  1: stall\n  2: litter\n", encoding="utf-8"
     )
     ours = load_backend("openvino", folder, None, None, threads=1)
-    ref = load_backend("onnx", models["fixed"], None, 64, threads=1)  # square input, as OpenVINO is reshaped
+    ref = load_backend("onnx", models["dynamic"], None, 64, threads=1)  # both take rectangular inputs
     assert ours.class_names == NAMES and ours.imgsz == 64
     results = ours.infer(list(IMAGES.values()))
     for img, det in zip(IMAGES.values(), results, strict=True):
         assert len(det) > 0
         assert_same(det, ref.infer([img])[0], atol=1e-2)
+    # compiled once per input shape met (batch 1, static), the oldest dropped past MAX_SHAPES
+    shapes = set(ours._compiled)  # type: ignore[attr-defined]
+    assert (40, 64) in shapes and len(shapes) <= ours.MAX_SHAPES  # type: ignore[attr-defined]
+
+
+def test_openvino_fixed_shape_model_keeps_its_input(models: dict[str, Path], tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    folder = tmp_path / "fixed_openvino_model"
+    folder.mkdir()
+    ov.save_model(ov.convert_model(str(models["fixed"])), str(folder / "fixed.xml"), compress_to_fp16=False)
+    ours = load_backend("openvino", folder, NAMES, None, threads=1)
+    ref = load_backend("onnx", models["fixed"], None, 64, threads=1)
+    assert not ours.dynamic_hw and ours.input_hw == (64, 64)  # type: ignore[attr-defined]
+    for img, det in zip(IMAGES.values(), ours.infer(list(IMAGES.values())), strict=True):
+        assert_same(det, ref.infer([img])[0], atol=1e-2)
+    assert set(ours._compiled) == {(64, 64)}  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------------ real YOLOv8n
