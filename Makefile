@@ -8,6 +8,9 @@ STAMP    = $(VENV)/.installed
 # torch is pinned to the wheels this machine class carries; see README "Installing"
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# The suite spends most of its time waiting (outages of 30-60 s, the fuzzer's time cap), so it runs in
+# parallel workers; a module's tests stay on one worker (module-scoped fixtures are built once).
+PYTEST_WORKERS ?= 3
 SCENARIO_CLIPS = $(patsubst %.yaml,%.mp4,$(wildcard training/synth/scenarios/*.yaml))
 
 .PHONY: install demo test lint fmt scenarios dataset train clean test-services test-services-rtsp
@@ -41,7 +44,7 @@ test-services-rtsp:
 	 echo "warning: no GStreamer RTSP server ($(RTSP_PKGS)); the RTSP tests will skip"
 
 test: install test-services $(SCENARIO_CLIPS)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check detector api training tests bench

@@ -167,14 +167,15 @@ def candidates(
                 continue
             path = m.exports.get(key)
             if path is None or not path.exists():
-                path = _common.VAR / "exports" / f"{m.imgsz}" / artifact_name(stem, fmt, int8)  # type: ignore[arg-type]
+                path = _common.VAR / "exports" / f"{m.imgsz}-dynamic" / artifact_name(stem, fmt, int8)  # type: ignore[arg-type]
                 if not path.exists():
                     if not make_missing:
                         continue
                     _common.log(f"exporting {key} of {m.pt} at {m.imgsz} px ...")
                     calib = load_dataset(DATA) if int8 else None
-                    export_model(
-                        m.pt, fmt, imgsz=m.imgsz, dest_dir=path.parent, stem=stem, int8=int8, calib=calib
+                    export_model(  # as `citywatch export` makes them: any input height and width
+                        m.pt, fmt, imgsz=m.imgsz, dest_dir=path.parent, stem=stem, int8=int8, calib=calib,
+                        dynamic=True,
                     )  # type: ignore[arg-type]
             out[name] = (fmt, path)
     return out

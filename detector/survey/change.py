@@ -6,6 +6,10 @@ Matching is one-to-one per class (Hungarian on distance in the survey's UTM zone
 twice the combined uncertainty (or 40 % of a big object's size), kept between ``match_m`` and three
 times it. What is left is matched across classes within ``cross_class_m``: the detector calling a shed
 a stall this time is no change on the ground.
+
+Gone is a claim that sends someone out, so it needs the absence of any sign: a baseline object that
+only a weak object of this flight matches (one the de-duplication dropped as flicker or as seen only cut
+by the frame edge) is not gone but ``faint``: still there as far as this flight can tell, unconfirmed.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ class ChangeResult:
     not_covered: list[BaselineObject]
     baseline_count: int
     class_was: list[str | None]  # per current object: the baseline's class where it differs
+    faint: list[tuple[BaselineObject, SurveyObject]] = field(default_factory=list)  # weakly seen again
 
 
 def load_baseline(path: str | Path) -> list[BaselineObject]:
@@ -95,6 +100,7 @@ def compare(
     match_m: float = 4.0,
     min_views: int = 2,
     cross_class_m: float = 3.0,
+    weak: Sequence[SurveyObject] = (),
 ) -> ChangeResult:
     from scipy.optimize import linear_sum_assignment
 
@@ -134,10 +140,23 @@ def compare(
         match(left, [j for j in range(len(baseline)) if j not in used], lambda o, b: cross_class_m)
     gone: list[BaselineObject] = []
     not_covered: list[BaselineObject] = []
+    faint: list[tuple[BaselineObject, SurveyObject]] = []
     for j, b in enumerate(baseline):
         if j in used:
             continue
         x, y = crs.to_xy(b.lat, b.lon)
         seen = sum(1 for _, poly in footprints if _inside(float(x), float(y), poly, 0.5 * b.size_m + 1.0))
-        (gone if seen >= min_views else not_covered).append(b)
-    return ChangeResult(status, matched, gone, not_covered, len(baseline), was)
+        if seen < min_views:
+            not_covered.append(b)
+            continue
+        near = [
+            w
+            for w in weak
+            if math.hypot(w.x - float(x), w.y - float(y))
+            <= (same_class_gate(w, b) if w.cls == b.cls else max(cross_class_m, 0.5 * b.size_m))
+        ]
+        if near:
+            faint.append((b, max(near, key=lambda w: w.conf)))
+        else:
+            gone.append(b)
+    return ChangeResult(status, matched, gone, not_covered, len(baseline), was, faint)

@@ -216,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  telemetry: {w}")
     if s.get("baseline"):
         b = s["baseline"]
-        print(f"  baseline: {b['objects']} objects, {b['gone']} gone, {b['not_covered']} outside this flight")
+        print(
+            f"  baseline: {b['objects']} objects, {b['gone']} gone, {b['faint']} seen only faintly, "
+            f"{b['not_covered']} outside this flight"
+        )
     if "cases" in s:
         print(f"  cases: {s['cases']['published']} published, {s['cases']['pending']} waiting for the broker")
     rate = fr.get("frames_per_min")

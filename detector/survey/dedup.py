@@ -9,7 +9,12 @@
 3. Observations cut by the frame edge place an object poorly: they join an object seen whole nearby, and
    form their own object only when nothing else saw it.
 4. An object detected in under ``min_view_ratio`` of the frames that had it well in view (3 or more) is
-   dropped as a flicker of the detector.
+   dropped as a flicker of the detector, and so is one only ever seen cut by the frame edge although
+   some frame had it well in view (a whole view would have shown it). Dropped objects are kept aside as
+   weak evidence: they do not make a baseline object gone (``change.compare``).
+5. Seen from above, objects do not stack: two objects of different classes, the centre of the weaker
+   within half the size of the other and of comparable size (``same_object_size_ratio``), are one
+   object read as two classes; the one with more evidence (sum of confidences) keeps it.
 Positions are weighted means (confidence, nearness to the image centre, 1/sigma^2); the best view
 (confident, near the centre, whole, nadir) is kept as evidence.
 """
@@ -24,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from detector.survey.geo import F64, point_in_polygon
+from detector.survey.tiling import intersection_over_smaller
 
 Obs = dict[str, Any]
 
@@ -36,6 +42,7 @@ class DedupSettings:
     size_frac: float = 0.4  # tracks of big objects link within this fraction of their size
     max_gap: int = 1  # sampled frames a track may miss
     min_view_ratio: float = 0.34
+    same_object_size_ratio: float = 0.35  # smaller / larger size of one object read as two classes
 
 
 @dataclass
@@ -210,11 +217,11 @@ def _split(tracks: list[list[Obs]], eps: float, s: DedupSettings) -> list[list[l
 
 def build_objects(
     groups: list[list[list[Obs]]], footprints: Sequence[tuple[int, F64]], s: DedupSettings
-) -> tuple[list[SurveyObject], int]:
-    """Objects from track groups; returns them (sorted: class, north, east) and how many were dropped as
-    detector flicker."""
+) -> tuple[list[SurveyObject], list[SurveyObject]]:
+    """Objects from track groups: (objects sorted by class, north, east; objects dropped as detector
+    flicker or as only ever seen cut by the frame edge)."""
     objs: list[SurveyObject] = []
-    dropped = 0
+    weak: list[SurveyObject] = []
     for g in groups:
         members = [o for t in g for o in t]
         x, y, sigma = _position(members)
@@ -223,12 +230,11 @@ def build_objects(
         size = float(np.median(whole_sizes))
         inset = 0.5 * size
         expected = sum(1 for _, poly in footprints if _inside(x, y, poly, inset))
-        if expected >= 3 and len(frames) < s.min_view_ratio * expected:
-            dropped += 1
-            continue
+        flicker = expected >= 3 and len(frames) < s.min_view_ratio * expected
+        edge_only = expected >= 1 and all(o["truncated"] for o in members)
         confs = [float(o["conf"]) for o in members]
         best = max(members, key=lambda o: (view_score(o), -int(o["frame"])))
-        objs.append(
+        (weak if flicker or edge_only else objs).append(
             SurveyObject(
                 cls=str(members[0]["cls"]),
                 x=x,
@@ -247,7 +253,50 @@ def build_objects(
             )
         )
     objs.sort(key=lambda o: (o.cls, round(-o.y, 2), round(o.x, 2)))
-    return objs, dropped
+    return objs, weak
+
+
+def _evidence(o: SurveyObject) -> float:
+    return sum(float(m["conf"]) for m in o.members)
+
+
+def _nested_wherever_together(a: SurveyObject, b: SurveyObject) -> bool:
+    """In every frame that boxed both, one box lies mostly inside the other (one thing, two readings);
+    two boxes side by side in one frame are two things."""
+    for frame in set(a.frames) & set(b.frames):
+        boxes_a = [np.asarray(m["box"], np.float64) for m in a.members if int(m["frame"]) == frame]
+        boxes_b = np.array([m["box"] for m in b.members if int(m["frame"]) == frame], np.float64)
+        if not any((intersection_over_smaller(box, boxes_b) >= 0.5).any() for box in boxes_a):
+            return False
+    return True
+
+
+def _same_object(a: SurveyObject, b: SurveyObject, s: DedupSettings) -> bool:
+    big, small = max(a.size_m, b.size_m), min(a.size_m, b.size_m)
+    return (
+        a.cls != b.cls
+        and math.hypot(a.x - b.x, a.y - b.y) <= 0.5 * big
+        and small >= s.same_object_size_ratio * big
+        and _nested_wherever_together(a, b)
+    )
+
+
+def merge_cross_class(objs: list[SurveyObject], s: DedupSettings) -> tuple[list[SurveyObject], int]:
+    """Step 5 of the module docstring: (objects, how many were folded into another class's object)."""
+    order = sorted(range(len(objs)), key=lambda i: -_evidence(objs[i]))
+    kept: list[int] = []
+    folded = 0
+    for i in order:
+        o = objs[i]
+        host = next((k for k in kept if _same_object(objs[k], o, s)), None)
+        if host is None:
+            kept.append(i)
+            continue
+        h = objs[host]
+        h.frames = sorted(set(h.frames) | set(o.frames))
+        h.first_ts, h.last_ts = min(h.first_ts, o.first_ts), max(h.last_ts, o.last_ts)
+        folded += 1
+    return [objs[i] for i in sorted(kept)], folded
 
 
 def _inside(x: float, y: float, poly: F64, inset: float) -> bool:
@@ -267,14 +316,21 @@ def deduplicate(
     frames: Sequence[tuple[int, list[Obs]]],
     footprints: Sequence[tuple[int, F64]],
     s: DedupSettings = DedupSettings(),
-) -> tuple[list[SurveyObject], dict[str, int]]:
+) -> tuple[list[SurveyObject], list[SurveyObject], dict[str, int]]:
+    """(objects, weak objects: dropped but evidence that something is there, statistics)."""
     tracks = link_tracks(frames, s)
     groups = cluster_tracks(tracks, s)
-    objs, dropped = build_objects(groups, footprints, s)
+    objs, weak = build_objects(groups, footprints, s)
+    objs, folded = merge_cross_class(objs, s)
     n_obs = sum(len(o) for _, o in frames)
-    return objs, {
-        "observations": n_obs,
-        "tracks": len(tracks),
-        "objects": len(objs),
-        "flicker_dropped": dropped,
-    }
+    return (
+        objs,
+        weak,
+        {
+            "observations": n_obs,
+            "tracks": len(tracks),
+            "objects": len(objs),
+            "flicker_dropped": len(weak),
+            "class_merged": folded,
+        },
+    )

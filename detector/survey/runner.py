@@ -104,6 +104,7 @@ def _object_feature(
         "class": o.cls,
         "label": labels.get(o.cls),
         "status": status,
+        "confirmed": True,  # False: a baseline object this flight saw only weakly (change.py)
         "confidence": round(o.conf, 4),
         "confidence_median": round(o.conf_median, 4),
         "uncertainty_m": round(o.sigma_m, 2),
@@ -221,10 +222,10 @@ def _finish(
     missing = [f.index for f in plan.frames if f.index not in records]
     flight_order = [(f.index, records[f.index]["obs"]) for f in plan.frames if f.index in records]
     footprints = _footprints([f for f in plan.frames if f.index in records], crs)
-    objs, stats = deduplicate(flight_order, footprints, opts.dedup)
+    objs, weak, stats = deduplicate(flight_order, footprints, opts.dedup)
     change: ChangeResult | None = None
     if baseline is not None:
-        change = compare(objs, baseline, crs, footprints, opts.match_m)
+        change = compare(objs, baseline, crs, footprints, opts.match_m, weak=weak)
     labels = dict(opts.cases.rule_labels)
     ev_dir = opts.out / "evidence"
     shutil.rmtree(ev_dir, ignore_errors=True)
@@ -245,6 +246,10 @@ def _finish(
         shutil.copyfile(opts.out / o.best["crop"], ev_dir / f"{oid}.jpg")
     if change:
         features += [gone_feature(b) for b in change.gone]
+        for b, w in change.faint:  # weakly seen again: still there as far as this flight can tell
+            features.append(_object_feature(w, str(b.id), "known", str(b.id), crs, labels))
+            features[-1]["properties"]["confirmed"] = False
+            shutil.copyfile(opts.out / w.best["crop"], ev_dir / f"{b.id}.jpg")
     counts: dict[str, int] = {}
     for f in features:
         key = f"{f['properties']['status']}:{f['properties']['class']}"
@@ -293,6 +298,7 @@ def _finish(
             "objects": change.baseline_count,
             "gone": len(change.gone),
             "not_covered": len(change.not_covered),
+            "faint": len(change.faint),
         },
         "datum": DATUM,
         "outputs": {"geojson": str(geo_path), "report": str(opts.out / "report.html")},

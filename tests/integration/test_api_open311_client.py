@@ -4,67 +4,23 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from api.testing import TEST_KEYS, key_of
+from tests.live_api import live_api as start_api
 
 civicbot = pytest.importorskip("civicbot", reason="pip install civicbot (dev extra)")
 georeport = pytest.importorskip("georeport", reason="pip install georeport (dev extra)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("open311")
-    port = _free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "CITYWATCH_DATABASE_URL": f"sqlite:///{tmp / 'cases.db'}",
-            "CITYWATCH_EVIDENCE_DIR": str(tmp / "evidence"),
-            "CITYWATCH_INGEST_ENABLED": "false",
-            "CITYWATCH_API_KEYS": json.dumps(list(TEST_KEYS.values())),
-        }
-    )
-    log = (tmp / "api.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the API did not come up:\n{(tmp / 'api.log').read_text()[-3000:]}")
-            time.sleep(0.2)
+    env = {"CITYWATCH_INGEST_ENABLED": "false", "CITYWATCH_API_KEYS": json.dumps(list(TEST_KEYS.values()))}
+    with start_api(tmp_path_factory.mktemp("open311"), env) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture

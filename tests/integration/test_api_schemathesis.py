@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,22 +19,17 @@ import pytest
 
 from api.ingest.sample import sample_jpeg
 from api.testing import TEST_KEYS, key_of
+from tests.live_api import live_api as start_api
 
 pytest.importorskip("schemathesis", reason="pip install schemathesis (dev extra)")
 
 pytestmark = pytest.mark.slow
 EXAMPLES = os.environ.get("CITYWATCH_SCHEMATHESIS_EXAMPLES", "10")
-MAX_TIME_S = os.environ.get("CITYWATCH_SCHEMATHESIS_MAX_TIME", "240")
+MAX_TIME_S = os.environ.get("CITYWATCH_SCHEMATHESIS_MAX_TIME", "180")
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
     "response_headers_conformance"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _seed(url: str) -> None:
@@ -57,43 +50,10 @@ def _seed(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("schemathesis")
-    port = _free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "CITYWATCH_DATABASE_URL": f"sqlite:///{tmp / 'cases.db'}",
-            "CITYWATCH_EVIDENCE_DIR": str(tmp / "evidence"),
-            "CITYWATCH_INGEST_ENABLED": "false",
-            "CITYWATCH_API_KEYS": json.dumps(list(TEST_KEYS.values())),
-        }
-    )
-    log = (tmp / "api.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the API did not come up:\n{(tmp / 'api.log').read_text()[-3000:]}")
-            time.sleep(0.2)
+    env = {"CITYWATCH_INGEST_ENABLED": "false", "CITYWATCH_API_KEYS": json.dumps(list(TEST_KEYS.values()))}
+    with start_api(tmp_path_factory.mktemp("schemathesis"), env) as url:
         _seed(url)
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def test_no_server_error_and_no_schema_violation(live_api: str, tmp_path: Path) -> None:

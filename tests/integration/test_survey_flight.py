@@ -113,7 +113,7 @@ def test_flight_b_against_a_reports_exactly_the_changes(flights, tmp_path):
     assert [nearest(f, truth_a) for f in by_status["gone"]] == sorted(set(truth_a) - set(truth_b))
     assert len(by_status["known"]) == len(truth_a) - 1
     assert all(f["properties"]["class"] == "structure" for f in by_status["new"] + by_status["gone"])
-    assert res.summary["baseline"] == {"objects": len(truth_a), "gone": 1, "not_covered": 0}
+    assert res.summary["baseline"] == {"objects": len(truth_a), "gone": 1, "not_covered": 0, "faint": 0}
     # known objects keep the id they had in the baseline survey
     ids_a = {
         f["properties"]["id"] for f in json.loads((tmp_path / "a" / "survey.geojson").read_text())["features"]

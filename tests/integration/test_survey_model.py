@@ -87,11 +87,6 @@ def test_flight_a_positions_recall_and_no_duplicates(surveyed):
     assert not dups, f"reported more than once: {dups}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 7 still open: with citywatch-synth 1.0.0 the second flight (110 m, lines turned 90 deg) "
-    "reports some new sheds twice and one known shed as new; remove this marker when it passes",
-)
 def test_flight_b_reports_the_three_new_sheds_and_the_removed_one(surveyed):
     truth_a = {o["id"]: o for o in surveyed["truth_a"]}
     truth_b = {o["id"]: o for o in surveyed["truth_b"]}

@@ -22,7 +22,12 @@ def obs(frame, x, y, cls="structure", conf=0.9, truncated=False, centre=0.2, siz
         "k": 0,
         "cls": cls,
         "conf": conf,
-        "box": [0, 0, 10, 10],
+        "box": [
+            500 + 10 * x - 5 * size,
+            500 - 10 * y - 5 * size,
+            500 + 10 * x + 5 * size,
+            500 - 10 * y + 5 * size,
+        ],
         "x": X0 + x,
         "y": Y0 + y,
         "sigma_m": 2.0,
@@ -49,7 +54,8 @@ def square(cx, cy, half=30.0):
 
 def run(frames, footprints=None):
     fps = footprints if footprints is not None else [(i, square(0, 0, 200)) for i, _ in frames]
-    return deduplicate(frames, fps, DedupSettings())
+    objs, _, stats = deduplicate(frames, fps, DedupSettings())
+    return objs, stats
 
 
 def test_one_object_in_consecutive_frames_and_again_on_the_next_line_is_one_object():
@@ -75,7 +81,7 @@ def test_one_object_in_consecutive_frames_and_again_on_the_next_line_is_one_obje
     ("second", "expected"),
     [
         ((5.0, 0.0, "structure"), 2),  # 5 m apart: two sheds
-        ((1.0, 0.0, "vehicle"), 2),  # another class on the same spot: another object
+        ((4.5, 0.0, "vehicle"), 2),  # a car beside the shed: another object
         ((1.5, 0.0, "structure"), 2),  # close, but seen together in one frame: two objects
     ],
 )
@@ -84,6 +90,31 @@ def test_neighbours_stay_apart(second, expected):
     frames = [(i, [obs(i, 0.0, 0.0), obs(i, x, y, cls)]) for i in range(3)]
     objs, _ = run(frames)
     assert len(objs) == expected
+
+
+@pytest.mark.parametrize(
+    ("frames_of_second", "size", "expected"),
+    [
+        ([3, 4], 4.0, ["structure"]),  # a stall read on the shed in other frames: one shed
+        ([0, 1, 2], 4.0, ["structure"]),  # read both ways in the same frames, boxes nested: one shed
+        ([3, 4], 1.0, ["litter", "structure"]),  # a small heap inside the shed's box: two things
+    ],
+)
+def test_one_object_read_as_two_classes(frames_of_second, size, expected):
+    frames = [(i, [obs(i, 0.0, 0.0, conf=0.9, size=6.0)]) for i in range(3)] + [(3, []), (4, [])]
+    cls = "litter" if size < 2 else "stall"
+    for i in frames_of_second:
+        frames[i][1].append(obs(i, 1.0, 0.5, cls, conf=0.5, size=size))
+    objs, stats = run(frames)
+    assert sorted(o.cls for o in objs) == expected
+    assert stats["class_merged"] == (1 if len(expected) == 1 else 0)
+
+
+def test_a_sliver_at_the_frame_edge_alone_is_not_an_object():
+    fp = [(i, square(0.0, 0.0)) for i in range(3)]  # the spot lies well inside every frame
+    frames = [(0, [obs(0, 2.0, 2.0, "vehicle", truncated=True)]), (1, []), (2, [])]
+    objs, weak, stats = deduplicate(frames, fp, DedupSettings())
+    assert objs == [] and [w.cls for w in weak] == ["vehicle"] and stats["flicker_dropped"] == 1
 
 
 def test_an_object_cut_by_the_frame_edge_joins_the_whole_view_and_does_not_move_it():
@@ -149,7 +180,7 @@ def test_change_known_new_gone_and_not_covered(tmp_path):
     assert len(base) == 4  # what the last survey called gone is not in the baseline
     frames = [(i, [obs(i, 2.5, 1.0), obs(i, -20.0, -10.0), obs(i, 20.5, 20.0, "vehicle")]) for i in range(3)]
     footprints = [(i, square(0, 0, 60)) for i in range(3)]
-    objs, _ = deduplicate(frames, footprints, DedupSettings())
+    objs, _, _ = deduplicate(frames, footprints, DedupSettings())
     res = compare(objs, base, CRS, footprints)
     status = {(o.cls, round(o.x - X0)): (s, m) for o, s, m in zip(objs, res.status, res.matched, strict=True)}
     assert status[("structure", 2)] == ("known", "b0")  # 2.7 m away: the same shed
@@ -171,7 +202,7 @@ def test_the_same_thing_read_as_another_class_is_known_not_new_and_gone(tmp_path
     base = _baseline(tmp_path, [("structure", 0, 0, "new"), ("vehicle", 30, 0, "new")])
     frames = [(i, [obs(i, 0.8, 0.3, "stall"), obs(i, 36.0, 0.0, "structure")]) for i in range(3)]
     footprints = [(i, square(0, 0, 60)) for i in range(3)]
-    objs, _ = deduplicate(frames, footprints, DedupSettings())
+    objs, _, _ = deduplicate(frames, footprints, DedupSettings())
     res = compare(objs, base, CRS, footprints)
     by_cls = {
         o.cls: (s, m, w) for o, s, m, w in zip(objs, res.status, res.matched, res.class_was, strict=True)

@@ -278,9 +278,16 @@ def render_scenario(script: Path, out_dir: Path, progress: bool = True) -> dict[
 def ensure_rendered(script: Path, out_dir: Path) -> Path:
     """The scenario's clip in ``out_dir``, rendered first when missing (rendering is deterministic:
     the same script gives the same bytes, so the clips are built, not kept in git)."""
-    video = out_dir / f"{Scenario.load(script).spec.name}.mp4"
-    if not video.is_file():
-        render_scenario(script, out_dir, progress=False)
+    import fcntl
+
+    name = Scenario.load(script).spec.name
+    video = out_dir / f"{name}.mp4"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # one renderer at a time (parallel test workers): the others wait, then find the clip there
+    with (out_dir / f".{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not video.is_file():
+            render_scenario(script, out_dir, progress=False)
     return video
 
 
