@@ -174,7 +174,13 @@ def candidates(
                     _common.log(f"exporting {key} of {m.pt} at {m.imgsz} px ...")
                     calib = load_dataset(DATA) if int8 else None
                     export_model(  # as `citywatch export` makes them: any input height and width
-                        m.pt, fmt, imgsz=m.imgsz, dest_dir=path.parent, stem=stem, int8=int8, calib=calib,
+                        m.pt,
+                        fmt,
+                        imgsz=m.imgsz,
+                        dest_dir=path.parent,
+                        stem=stem,
+                        int8=int8,
+                        calib=calib,
                         dynamic=True,
                     )  # type: ignore[arg-type]
             out[name] = (fmt, path)
