@@ -42,6 +42,15 @@ def frames_4k(n: int) -> list[np.ndarray]:
             return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
 
 
+def source_pt(path: Path) -> Path:
+    """The weights an export was made from: ``X_openvino_model`` / ``X_int8_openvino_model`` /
+    ``X.onnx`` / ``X_int8.onnx`` -> ``X.pt``."""
+    for tail in ("_int8_openvino_model", "_openvino_model", "_int8.onnx", ".onnx"):
+        if path.name.endswith(tail):
+            return path.with_name(path.name[: -len(tail)] + ".pt")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="manifest name or model file (default: the manifest's default)")
@@ -66,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from sahi import AutoDetectionModel
     from sahi.predict import get_sliced_prediction
 
-    pt = Path(spec.path)
-    if pt.suffix != ".pt":  # SAHI's ultralytics model loads the .pt the export came from
-        pt = pt.with_suffix(".pt")
+    pt = source_pt(Path(spec.path))  # SAHI's ultralytics model loads the .pt the export came from
+    if not pt.is_file():  # ultralytics would try to download a missing file by its name
+        raise SystemExit(f"bench/survey.py: SAHI needs the .pt of {spec.path}, and {pt} does not exist")
     sahi_model = AutoDetectionModel.from_pretrained(
         model_type="ultralytics",
         model_path=str(pt),
