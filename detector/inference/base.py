@@ -166,6 +166,7 @@ class TensorYoloBackend(InferenceBackend):
     Subclasses load the runtime, set the attributes below and implement :meth:`_forward`.
     """
 
+    path: Path  # the model file or folder
     input_hw: tuple[int, int] | None = None  # a fixed (height, width) input; None: square imgsz
     fixed_batch: int | None = None  # None: the model takes any batch size
     dynamic_hw: bool = False  # the model takes any (stride-multiple) height and width
@@ -177,6 +178,24 @@ class TensorYoloBackend(InferenceBackend):
     @abstractmethod
     def _forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run the model on an NCHW float32 batch; returns the first output, batch first."""
+
+    def _probe(
+        self,
+        meta: Mapping[str, Any],
+        class_names: Sequence[str] | None,
+        conf: float,
+        iou: float,
+        max_det: int,
+    ) -> None:
+        """The end of a subclass's ``__init__`` (runtime loaded, ``path``, ``imgsz``, ``input_hw`` and
+        ``fixed_batch`` set): one blank run gives the true output layout and warms the runtime; class names
+        come from the configuration (checked against the model) or the model's metadata."""
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+        hw = self.input_hw or (self.imgsz, self.imgsz)
+        probe = self._forward(np.zeros((self.fixed_batch or 1, 3, *hw), np.float32))
+        self.end2end, nc = output_layout(self.path, probe.shape, meta.get("end2end"))
+        self.class_names = resolve_names(self.path, class_names, parse_names(meta.get("names")), nc)
+        self.num_classes = len(self.class_names) if self.end2end else nc
 
     def infer(self, images: Sequence[Image]) -> list[Detections]:
         check_images(images)

@@ -16,10 +16,7 @@ from detector.inference.base import (
     TensorYoloBackend,
     check_thresholds,
     default_threads,
-    output_layout,
-    parse_names,
     resolve_imgsz,
-    resolve_names,
 )
 
 
@@ -74,13 +71,7 @@ class OnnxBackend(TensorYoloBackend):
         self.dynamic_hw = fixed_hw is None
         self.input_hw = fixed_hw
         self.imgsz = resolve_imgsz(self.path, imgsz, fixed_hw, meta.get("imgsz"), self.stride)
-        self.conf, self.iou, self.max_det = conf, iou, max_det
-        # one blank run: the true output shape (exports name their dims) and a warm session
-        hw = fixed_hw or (self.imgsz, self.imgsz)
-        probe = self._forward(np.zeros((self.fixed_batch or 1, 3, *hw), np.float32))
-        self.end2end, nc = output_layout(self.path, probe.shape, meta.get("end2end"))
-        self.class_names = resolve_names(self.path, class_names, parse_names(meta.get("names")), nc)
-        self.num_classes = len(self.class_names) if self.end2end else nc
+        self._probe(meta, class_names, conf, iou, max_det)  # exports name their dims: run once to see
 
     def _forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         try:

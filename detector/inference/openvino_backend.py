@@ -18,10 +18,7 @@ from detector.inference.base import (
     TensorYoloBackend,
     check_thresholds,
     default_threads,
-    output_layout,
-    parse_names,
     resolve_imgsz,
-    resolve_names,
 )
 
 
@@ -121,12 +118,7 @@ class OpenVinoBackend(TensorYoloBackend):
             hints.performance_mode(): hints.PerformanceMode.THROUGHPUT,
         }
         self._compiled: dict[tuple[int, int], tuple[Any, Any]] = {}  # (h, w) -> (request, queue)
-        self.conf, self.iou, self.max_det = conf, iou, max_det
-        hw = fixed_hw or (self.imgsz, self.imgsz)
-        probe = self._forward(np.zeros((self.fixed_batch, 3, *hw), np.float32))
-        self.end2end, nc = output_layout(self.path, probe.shape, meta.get("end2end"))
-        self.class_names = resolve_names(self.path, class_names, parse_names(meta.get("names")), nc)
-        self.num_classes = len(self.class_names) if self.end2end else nc
+        self._probe(meta, class_names, conf, iou, max_det)
 
     def _run(self, padded: list[Image]) -> list[npt.NDArray[np.float32]]:
         """Chunks of the model's batch size as parallel asynchronous requests (one chunk: synchronous).
