@@ -65,7 +65,7 @@ training/synth/scenarios/%.mp4: training/synth/scenarios/%.yaml | $(STAMP)
 
 # The synthetic dataset the default model is trained on (seeds disjoint per split).
 dataset: install
-	$(BIN)/citywatch synth dataset --out datasets/synth-v2 --train 5000 2000 --workers $$(nproc)
+	$(BIN)/citywatch synth dataset --out datasets/synth-v2 --workers $$(nproc)
 
 clean:
 	rm -rf var runs .pytest_cache .mypy_cache .ruff_cache

@@ -87,7 +87,8 @@ def labels_hash(root: Path, split: str = "train") -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="citywatch synth dataset", description=__doc__)
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
-    p.add_argument("--train", type=int, nargs=2, default=(1200, 800), metavar=("STREET", "DRONE"))
+    # the defaults are synth-v2, the set the default model was trained on (make dataset)
+    p.add_argument("--train", type=int, nargs=2, default=(5000, 2000), metavar=("STREET", "DRONE"))
     p.add_argument("--val", type=int, nargs=2, default=(100, 80), metavar=("STREET", "DRONE"))
     p.add_argument("--test", type=int, nargs=2, default=(200, 200), metavar=("STREET", "DRONE"))
     p.add_argument("--workers", type=int, default=2)
