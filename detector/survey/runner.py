@@ -248,7 +248,9 @@ def _finish(
         features += [gone_feature(b) for b in change.gone]
         for b, w in change.faint:  # weakly seen again: still there as far as this flight can tell
             features.append(_object_feature(w, str(b.id), "known", str(b.id), crs, labels))
-            features[-1]["properties"]["confirmed"] = False
+            props = features[-1]["properties"]
+            props.update(confirmed=False, seen_as=w.cls, label=labels.get(b.cls))
+            props["class"] = b.cls  # the thing on the ground is the baseline's; this flight saw a sign of it
             shutil.copyfile(opts.out / w.best["crop"], ev_dir / f"{b.id}.jpg")
     counts: dict[str, int] = {}
     for f in features:

@@ -210,3 +210,24 @@ def test_the_same_thing_read_as_another_class_is_known_not_new_and_gone(tmp_path
     assert by_cls["stall"] == ("known", "b0", "structure")  # 0.9 m from the shed: read as a stall this time
     assert by_cls["structure"] == ("new", None, None)  # 6 m from a car is not that car
     assert [b.id for b in res.gone] == ["b1"]
+
+
+@pytest.mark.parametrize(
+    ("current", "gone", "faint"),
+    [
+        ([], ["b0"], []),  # in view three times, nothing there: gone
+        ([(0, 1.0, 0.5, True)], [], ["b0"]),  # only a sliver at the frame edge: still there, unconfirmed
+        ([(0, 25.0, 0.0, True)], ["b0"], []),  # a sliver elsewhere is no sign of this one
+    ],
+)
+def test_weak_evidence_keeps_a_baseline_object_from_being_gone(tmp_path, current, gone, faint):
+    base = _baseline(tmp_path, [("structure", 0, 0, "new")])
+    frames = [(i, []) for i in range(3)]
+    for frame, x, y, truncated in current:
+        frames[frame][1].append(obs(frame, x, y, truncated=truncated, conf=0.6))
+    footprints = [(i, square(0, 0, 60)) for i in range(3)]
+    objs, weak, _ = deduplicate(frames, footprints, DedupSettings())
+    res = compare(objs, base, CRS, footprints, weak=weak)
+    assert objs == []
+    assert [b.id for b in res.gone] == gone
+    assert [b.id for b, _ in res.faint] == faint
