@@ -134,3 +134,35 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         empty_database(url)
         return url
     return f"sqlite:///{tmp_path / 'api.db'}"
+
+
+@contextmanager
+def migrated_engine(url: str) -> Iterator[Any]:
+    """An engine on ``url`` with the Alembic migrations applied, disposed afterwards."""
+    from api.core.db import create_db_engine
+    from api.core.migrate import run_migrations
+
+    engine = create_db_engine(url)
+    run_migrations(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def ingest_sample(app: Any, body: dict[str, Any], prefix: str = "citywatch/v1") -> int:
+    """Ingest one detector event (``api.ingest.sample.sample_event``) into a test app's database the way
+    the MQTT consumer does; returns the id of the case it created (asserting it created one)."""
+    from api.ingest.sample import encode
+    from api.ingest.service import IngestOutcome, ingest_event
+
+    with app.state.session_factory() as session:
+        result = ingest_event(
+            session,
+            f"{prefix}/violations/{body['stream']}",
+            encode(body),
+            app.state.evidence_store,
+            routing=app.state.desk.routing,
+        )
+    assert result.outcome is IngestOutcome.created and result.case_id is not None, result
+    return int(result.case_id)

@@ -49,6 +49,12 @@ class Outcome:
     recheck_queued: bool
 
 
+def _to_verifying(session: Session, desk: Desk, case: Case, request_id: str, note: str) -> CaseEvent:
+    """The system moves a disposed case on to verification by the camera re-check ``request_id``."""
+    params = Params(note=note, data={"request_id": request_id})
+    return apply(session, desk, case, Action.verify, SYSTEM, params, system=True)
+
+
 def perform(
     session: Session, desk: Desk, case_id: int, action: Action, principal: Principal, params: Params
 ) -> Outcome:
@@ -62,32 +68,11 @@ def perform(
             events[0].data = {**(events[0].data or {}), "request_id": row.request_id, "purpose": purpose}
             queued = True
             if case.status == CaseStatus.disposed:
-                note = "camera re-check requested"
-                events.append(
-                    apply(
-                        session,
-                        desk,
-                        case,
-                        Action.verify,
-                        SYSTEM,
-                        Params(note=note, data={"request_id": row.request_id}),
-                        system=True,
-                    )
-                )
+                events.append(_to_verifying(session, desk, case, row.request_id, "camera re-check requested"))
         elif action is Action.dispose and case.stream and desk.settings.recheck_enabled:
             row = create_request(session, desk.settings, case, "verify", desk.clock())
             note = f"camera re-check {row.request_id} sent to stream {case.stream}"
-            events.append(
-                apply(
-                    session,
-                    desk,
-                    case,
-                    Action.verify,
-                    SYSTEM,
-                    Params(note=note, data={"request_id": row.request_id}),
-                    system=True,
-                )
-            )
+            events.append(_to_verifying(session, desk, case, row.request_id, note))
             queued = True
         session.flush()
     return Outcome(case, events, queued)

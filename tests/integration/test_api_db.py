@@ -20,16 +20,15 @@ from api.core.migrate import alembic_config, current_revision, head_revision, ru
 from api.ingest.sample import encode, new_violation_id, sample_event
 from api.ingest.service import IngestOutcome, ingest_event
 from api.models import Base, Case, CaseEvent, DeadLetter
+from api.testing import migrated_engine
 
 PREFIX = "citywatch/v1"
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    eng = create_db_engine(db_url)
-    run_migrations(eng)
-    yield eng
-    eng.dispose()
+    with migrated_engine(db_url) as eng:
+        yield eng
 
 
 @pytest.fixture

@@ -21,16 +21,15 @@ from api.ingest.sample import encode, new_violation_id, sample_event, sample_jpe
 from api.ingest.service import ingest_event
 from api.models import Case, CaseEvent, CaseStatus, DeadLetter
 from api.services.routing import RoutingTable
+from api.testing import migrated_engine
 
 PREFIX = "citywatch/v1"
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    eng = create_db_engine(db_url)
-    run_migrations(eng)
-    yield eng
-    eng.dispose()
+    with migrated_engine(db_url) as eng:
+        yield eng
 
 
 @pytest.fixture

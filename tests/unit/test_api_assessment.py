@@ -14,12 +14,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.ingest.sample import encode, sample_event
-from api.ingest.service import ingest_event
+from api.ingest.sample import sample_event
 from api.main import create_app
 from api.services.assessment import Counts, finish, rank
 from api.services.routing import WeightsConfig
-from api.testing import FakeClock, auth, db_url, make_settings, module_pg
+from api.testing import FakeClock, auth, db_url, ingest_sample, make_settings, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures
 
@@ -50,16 +49,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 def case(app: FastAPI, n: int, grid: str) -> int:
     """A camera case ~1 km from the others (so no duplicate merging)."""
     body = sample_event(stream=f"cam-a{n}", location={"lat": 30.60 + n * 0.01, "lon": 114.39, "grid": grid})
-    with app.state.session_factory() as s:
-        result = ingest_event(
-            s,
-            f"{PREFIX}/violations/cam-a{n}",
-            encode(body),
-            app.state.evidence_store,
-            routing=app.state.desk.routing,
-        )
-    assert result.case_id is not None
-    return result.case_id
+    return ingest_sample(app, body)
 
 
 def seed_march(app: FastAPI, client: TestClient, clock: FakeClock) -> None:

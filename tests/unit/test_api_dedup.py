@@ -12,11 +12,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.ingest.sample import encode, sample_event, sample_jpeg
-from api.ingest.service import IngestOutcome, ingest_event
+from api.ingest.sample import sample_event, sample_jpeg
 from api.main import create_app
 from api.services.dedup import haversine_m, iou
-from api.testing import FakeClock, auth, db_url, make_settings, module_pg
+from api.testing import FakeClock, auth, db_url, ingest_sample, make_settings, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures
 
@@ -38,17 +37,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 def ingest(app: FastAPI, **kwargs: Any) -> int:
     kwargs.setdefault("location", {"lat": LAT, "lon": LON, "grid": "红钢城-03"})
-    body = sample_event(**kwargs)
-    with app.state.session_factory() as s:
-        result = ingest_event(
-            s,
-            f"{PREFIX}/violations/{body['stream']}",
-            encode(body),
-            app.state.evidence_store,
-            routing=app.state.desk.routing,
-        )
-    assert result.outcome is IngestOutcome.created and result.case_id is not None
-    return result.case_id
+    return ingest_sample(app, sample_event(**kwargs))
 
 
 def get(client: TestClient, cid: int) -> dict[str, Any]:

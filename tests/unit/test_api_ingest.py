@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.core.db import create_db_engine, create_session_factory
+from api.core.db import create_session_factory
 from api.core.evidence import EvidenceStore
-from api.core.migrate import run_migrations
 from api.errors import IngestError, IngestUnavailableError, InvalidDigestError
 from api.ingest.sample import encode, new_violation_id, sample_event, sample_jpeg
 from api.ingest.service import IngestOutcome, IngestResult, ingest_event
 from api.models import DEAD_LETTER_PAYLOAD_LIMIT, Case, CaseEvent, DeadLetter
+from api.testing import migrated_engine
 
 PREFIX = "citywatch/v1"
 TOPIC = f"{PREFIX}/violations/cam-001"
@@ -28,10 +28,8 @@ VID = "v-0123456789abcdef01234567"
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = create_db_engine(f"sqlite:///{tmp_path / 'cases.db'}")
-    run_migrations(eng)
-    yield eng
-    eng.dispose()
+    with migrated_engine(f"sqlite:///{tmp_path / 'cases.db'}") as eng:
+        yield eng
 
 
 @pytest.fixture

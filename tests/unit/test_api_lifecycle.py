@@ -15,14 +15,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.ingest.sample import encode, sample_event, sample_jpeg
-from api.ingest.service import IngestOutcome, ingest_event
+from api.ingest.sample import sample_event, sample_jpeg
 from api.main import create_app
 from api.models import CaseStatus
 from api.services.auth import Role
 from api.services.history import fold
 from api.services.lifecycle import TRANSITIONS, Action
-from api.testing import TEST_KEYS, FakeClock, auth, db_url, make_settings, module_pg
+from api.testing import TEST_KEYS, FakeClock, auth, db_url, ingest_sample, make_settings, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures
 
@@ -54,16 +53,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 def camera_case(app: FastAPI, stream: str = "cam-101", **location: Any) -> int:
     body = sample_event(stream=stream, location={**HGC, **location}, bbox=[0.1, 0.2, 0.3, 0.4])
-    with app.state.session_factory() as session:
-        result = ingest_event(
-            session,
-            f"{PREFIX}/violations/{stream}",
-            encode(body),
-            app.state.evidence_store,
-            routing=app.state.desk.routing,
-        )
-    assert result.outcome is IngestOutcome.created and result.case_id is not None
-    return result.case_id
+    return ingest_sample(app, body)
 
 
 def citizen_case(client: TestClient) -> int:
