@@ -93,8 +93,14 @@ class ModelEntry(BaseModel):
     rule_labels: dict[str, RuleLabel] = Field(default_factory=dict, description="class name -> rule label")
     backend: Backend = Field(default="onnx", description="which runtime the detector uses")
     precision: Precision = Field(default="fp32", description="fp32 or int8 artifact for the backend")
-    metrics: Metrics
-    data_hash: str = Field(description="sha256 over the training split's label files")
+    metrics: Metrics | None = Field(
+        default=None, description="test metrics measured at registration; None for a model brought in"
+    )
+    data_hash: str | None = Field(
+        default=None, description="sha256 over the training split's label files; None when not ours"
+    )
+    licence: str | None = Field(default=None, description="licence of the weights (SPDX id), when not ours")
+    source: str | None = Field(default=None, description="where weights brought in from elsewhere came from")
     sha256: str = Field(description="sha256 of `file`")
     card: str = Field(description="model card (markdown), relative to the models folder")
     created: AwareDatetime
@@ -120,8 +126,8 @@ class ModelEntry(BaseModel):
 
     @field_validator("data_hash", "sha256")
     @classmethod
-    def _sha(cls, v: str) -> str:
-        if not _SHA_RE.match(v):
+    def _sha(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA_RE.match(v):
             raise ValueError("must be 64 lower-case hex digits (a sha256)")
         return v
 

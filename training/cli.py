@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="the model manifest")
     msub = m.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="table of registered models; * marks the default")
+    msub.add_parser(
+        "import-onnx", help="rebuild an ultralytics YOLOv8 ONNX (fp32/int8) as a .pt; register it"
+    )
     s = msub.add_parser("show", help="model card and manifest entry")
     s.add_argument("ref", help="name or name@version")
     pr = msub.add_parser("promote", help="make a model the default one")
@@ -222,7 +225,12 @@ def _cmd_models(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; ``argv`` excludes the program name (e.g. ``["models", "list"]``)."""
-    args = _parser().parse_args(list(argv) if argv is not None else None)
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if argv[:2] == ["models", "import-onnx"]:  # its own parser: training/onnx_import.py
+        from training.onnx_import import main as import_main
+
+        return import_main(argv[2:])
+    args = _parser().parse_args(argv)
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "models": _cmd_models}
     try:
         return handlers[args.command](args)

@@ -59,6 +59,8 @@ def card_text(
 ) -> str:
     """The model card (markdown) for a newly trained entry."""
     m = entry.metrics
+    if m is None:
+        raise RegistryError(f"{entry.ref}: a trained model's card needs its test metrics")
     out = [
         f"# {entry.name} {entry.version}",
         "",
@@ -186,7 +188,7 @@ def list_table(manifest: Manifest) -> str:
             e.name,
             e.version,
             ",".join(e.classes) if len(e.classes) <= 6 else f"{len(e.classes)} classes",
-            f"{e.metrics.map50:.3f}",
+            f"{e.metrics.map50:.3f}" if e.metrics is not None else "—",
             f"{e.backend}/{e.precision}",
             e.created.date().isoformat(),
         ]
