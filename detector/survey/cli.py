@@ -122,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--every-s", type=float, help="also sample at least every this many seconds")
     g.add_argument("--srt", type=Path, help="telemetry file when it is not beside the video")
-    g.add_argument("--latlon-order", choices=["lat,lon", "lon,lat"], help="order of GPS(a, b) in old SRTs")
+    g.add_argument(
+        "--latlon-order",
+        choices=["lat,lon", "lon,lat"],
+        help="order of GPS(a, b) in the .SRT when the values cannot tell it (default: decided per file; "
+        "Matrice 300 style GPS(a,b,altM): lat,lon, older GPS(a,b,sats): lon,lat)",
+    )
     g.add_argument("--height-m", type=float, help="height above ground for every frame")
     g.add_argument(
         "--ground-above-takeoff-m", type=float, default=0.0, help="survey ground minus take-off height"
@@ -214,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  not placed: {line}")
     for w in s["telemetry_warnings"]:
         print(f"  telemetry: {w}")
+    if s.get("latlon_order"):
+        print(f"  positions read {s['latlon_order']['order']}: {s['latlon_order']['reason']}")
     if s.get("baseline"):
         b = s["baseline"]
         print(

@@ -61,12 +61,17 @@ def write_geojson(path: Path, features: list[dict[str, Any]], meta: dict[str, An
 
 
 def flight_geojson(
-    path: Path, track: Sequence[tuple[float, float]], footprints: Sequence[tuple[int, F64]], crs: MetricCRS
+    path: Path,
+    track: Sequence[tuple[float, float]],
+    footprints: Sequence[tuple[int, F64]],
+    crs: MetricCRS,
+    flight: dict[str, Any] | None = None,
 ) -> None:
+    """The flight path (with ``flight``'s metadata, e.g. ``latlon_order``) and each frame's footprint."""
     feats: list[dict[str, Any]] = [
         {
             "type": "Feature",
-            "properties": {"kind": "flight_path"},
+            "properties": {"kind": "flight_path", **(flight or {})},
             "geometry": {
                 "type": "LineString",
                 "coordinates": [[round(lon, 8), round(lat, 8)] for lat, lon in track],
@@ -171,12 +176,19 @@ def write_html(
         f"<li><b>{html.escape(str(k))}</b>: {html.escape(json.dumps(v, ensure_ascii=False))}</li>"
         for k, v in summary.items()
     )
+    order = summary.get("latlon_order")
+    order_line = (
+        f"<p>Telemetry positions read as <b>{html.escape(str(order.get('order')))}</b>: "
+        f"{html.escape(str(order.get('reason')))}.</p>"
+        if isinstance(order, dict)
+        else ""
+    )
     legend = " ".join(f'<span style="color:{c}">&#9679; {s}</span>' for s, c in STATUS_COLOUR.items())
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;
 padding:3px 6px;font-size:13px}}img{{max-width:160px;max-height:160px}}</style></head><body>
-<h1>{html.escape(title)}</h1><ul>{summ}</ul><p>{legend}; dashed line: flight path;
+<h1>{html.escape(title)}</h1>{order_line}<ul>{summ}</ul><p>{legend}; dashed line: flight path;
 blue outlines: frames looked at;
 circle radius: position uncertainty. Positions in {DATUM}; map in {html.escape(crs.name)} metres.</p>
 {"".join(svg)}

@@ -203,6 +203,7 @@ def run_survey(input_path: str | Path, spec: DetectorSpec, opts: SurveyOptions) 
         },
         inp.telemetry.warnings,
         len(inp.candidates),
+        inp.telemetry.latlon_info(),
     )
 
 
@@ -217,6 +218,7 @@ def _finish(
     timing: dict[str, Any],
     warnings: list[str],
     candidates: int,
+    latlon: dict[str, str],
 ) -> SurveyResult:
     records = {int(r["index"]): r for r in store.records()}
     missing = [f.index for f in plan.frames if f.index not in records]
@@ -262,6 +264,7 @@ def _finish(
             "frames_sampled": len(plan.frames),
             "frames_missing": missing,
             "baseline": str(opts.baseline) if opts.baseline else None,
+            "latlon_order": latlon,  # which way round the telemetry's GPS(a, b) was read, and why
         },
         "method": {
             "georeferencing": "pinhole ray cast from the telemetry position to flat ground (height above "
@@ -279,7 +282,7 @@ def _finish(
     geo_path = opts.out / "survey.geojson"
     write_geojson(geo_path, features, meta)
     track = [(f.pose.lat, f.pose.lon) for f in plan.frames]
-    flight_geojson(opts.out / "flight.geojson", track, footprints, crs)
+    flight_geojson(opts.out / "flight.geojson", track, footprints, crs, {"latlon_order": latlon})
     tx, ty = crs.to_xy([p[0] for p in track], [p[1] for p in track])
     summary = {
         "input": name,
@@ -292,6 +295,7 @@ def _finish(
         },
         "unplaced": plan.unplaced_summary(),
         "telemetry_warnings": warnings,
+        "latlon_order": latlon,
         **stats,
         "counts": dict(sorted(counts.items())),
         "baseline": None

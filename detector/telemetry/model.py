@@ -106,6 +106,7 @@ class Telemetry:
     warnings: list[str] = field(default_factory=list)
     latlon_order: str = "lat,lon"
     max_gap_s: float = 3.0  # a video time further than this from any record is not placed
+    latlon_reason: str = "the source names latitude and longitude"  # why latlon_order (SRT tuples)
 
     def __post_init__(self) -> None:
         timed = [r for r in self.records if r.start_s is not None]
@@ -115,6 +116,10 @@ class Telemetry:
             steps = sorted(b - a for a, b in zip(self._times, self._times[1:], strict=False) if b > a)
             if steps:
                 self.max_gap_s = max(self.max_gap_s, 3.0 * steps[len(steps) // 2])
+
+    def latlon_info(self) -> dict[str, str]:
+        """Which order the positions were read in and why, as the survey outputs record it."""
+        return {"order": self.latlon_order, "reason": self.latlon_reason}
 
     @property
     def timed(self) -> bool:

@@ -6,11 +6,15 @@
 - Mavic 2 style: no time codes, ``[latitude : ..] [longtitude : ..]`` (sic)
 - Phantom 4 RTK: ``GPS (lon, lat, sats)``, ``HOME (lon, lat, alt)``, ``H 85.80m``, ``F.PRY``/``G.PRY``
 - old / Mavic Pro: ``HOME(lon,lat)``, ``GPS(lon,lat,sats)``, ``BAROMETER:h`` or ``Hb:h``
+- Matrice 300 RTK: ``GPS(lat,lon,altM) BAROMETER:hM``, units glued to the numbers; the third GPS
+  value is an altitude (kept as ``alt_m``, reference unknown), not a satellite count
 
-``GPS(a, b, ...)`` tuples are longitude first on DJI firmware, but some firmware writes latitude
-first: a value outside +-90 settles the order, otherwise longitude first is assumed and said in a
-warning (pass ``latlon_order`` to state it). A block that cannot be read, has no GPS fix, or jumps
-away from its neighbours is skipped with the reason; a file with no usable block raises.
+The order of ``GPS(a, b, ..)`` / ``HOME(a, b)`` tuples is decided per file (:mod:`srt_order`): from
+the values when they tell it, else ``latlon_order`` if given, else the ``D`` (distance from home)
+field, else the default of the block style (Matrice 300: latitude first; older styles: longitude
+first) with a warning; a stated order the values contradict raises. The order used and why are kept
+in ``Telemetry.latlon_order`` / ``latlon_reason``. A block that cannot be read, has no GPS fix, or
+jumps away from its neighbours is skipped with the reason; a file with no usable block raises.
 """
 
 from __future__ import annotations
@@ -27,17 +31,19 @@ from detector.telemetry.model import (
     TelemetryRecord,
     haversine_m,
 )
+from detector.telemetry.srt_order import ORDERS, HomeSample, Pair, decide_order
 
 _TIMECODE = re.compile(r"(\d+):(\d{2}):(\d{2})[,.](\d{1,3})\s*-->\s*(\d+):(\d{2}):(\d{2})[,.](\d{1,3})")
 _TAG = re.compile(r"<[^>]*>")
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
 _PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*:\s*([-+]?\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|[A-Za-z_]\w*)")
 _NUM = r"[-+]?\d+(?:\.\d+)?"
-_GPS = re.compile(rf"GPS\s*\(\s*({_NUM})\s*,\s*({_NUM})\s*(?:,\s*({_NUM})\s*)?\)", re.I)
+# the third GPS value: a satellite count, or with a glued unit (Matrice 300: ``0.0M``) an altitude
+_GPS = re.compile(rf"GPS\s*\(\s*({_NUM})\s*,\s*({_NUM})\s*(?:,\s*({_NUM})\s*(m)?\s*)?\)", re.I)
 _HOME = re.compile(rf"HOME\s*\(\s*({_NUM})\s*,\s*({_NUM})\s*(?:,\s*({_NUM})\s*m?\s*)?\)", re.I)
 _PRY = re.compile(rf"\b([FG])\.PRY\s*\(\s*({_NUM})°?\s*,\s*({_NUM})°?\s*,\s*({_NUM})°?\s*\)", re.I)
 _HEIGHT = [
-    (re.compile(rf"BAROMETER\s*:\s*({_NUM})", re.I), "takeoff"),
+    (re.compile(rf"BAROMETER\s*:\s*({_NUM})\s*m?\b", re.I), "takeoff"),
     (re.compile(rf"\bHb\s*:\s*({_NUM})"), "takeoff"),
     (re.compile(rf"(?:^|[\s,])H\s+({_NUM})\s*m\b"), "takeoff"),
 ]
@@ -65,16 +71,17 @@ _ALIASES = {
 MAX_SPEED_MS = 40.0  # faster than any DJI drone: a jump beyond this (plus slack) is corrupt data
 
 
-def _blocks(text: str) -> Iterable[list[str]]:
-    block: list[str] = []
-    for raw in text.splitlines():
+def _blocks(text: str) -> Iterable[list[tuple[int, str]]]:
+    """Blank-line separated blocks of (1-based line number, stripped line)."""
+    block: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip().lstrip("\ufeff")
         if not line:
             if block:
                 yield block
             block = []
             continue
-        block.append(line)
+        block.append((number, line))
     if block:
         yield block
 
@@ -123,23 +130,34 @@ def _float(fields: dict[str, str], key: str) -> float | None:
 class _Block:
     """The raw values of one SRT block, before the file-level decisions (axis order, scaling)."""
 
-    def __init__(self, number: int, lines: list[str]) -> None:
+    def __init__(self, number: int, lines: list[tuple[int, str]]) -> None:
         self.number = number
         self.start_s: float | None = None
         self.end_s: float | None = None
+        first_line = lines[0][0] if lines else 0
+        gps_line: int | None = None
+        home_line: int | None = None
         body: list[str] = []
-        for line in lines:
+        for line_no, line in lines:
             m = _TIMECODE.search(line)
             if m and self.start_s is None:
                 g = m.groups()
                 self.start_s, self.end_s = _seconds(*g[:4]), _seconds(*g[4:])
-            else:
-                body.append(_TAG.sub(" ", line))
+                continue
+            body.append(_TAG.sub(" ", line))
+            if gps_line is None and _GPS.search(body[-1]):
+                gps_line = line_no
+            if home_line is None and _HOME.search(body[-1]):
+                home_line = line_no
+        self.gps_line = first_line if gps_line is None else gps_line  # for messages
+        self.home_line = first_line if home_line is None else home_line
         self.text = " ".join(body)
         self.fields = _fields(self.text)
         self.time = _date(self.text)
         gps = _GPS.search(self.text)
-        self.gps = None if gps is None else (float(gps[1]), float(gps[2]), None if gps[3] is None else gps[3])
+        self.gps = None if gps is None else (float(gps[1]), float(gps[2]))
+        self.gps_third = None if gps is None or gps[3] is None else float(gps[3])
+        self.gps_alt_unit = gps is not None and gps[4] is not None  # Matrice 300: GPS(lat,lon,altM)
         home = _HOME.search(self.text)
         self.home = None if home is None else (float(home[1]), float(home[2]))
         self.pry = {m[1].upper(): (float(m[2]), float(m[3]), float(m[4])) for m in _PRY.finditer(self.text)}
@@ -157,6 +175,8 @@ def _variant(blocks: list[_Block]) -> str:
     sample = " ".join(b.text for b in blocks[:5])
     if "G.PRY" in sample or "F.PRY" in sample:
         return "phantom4-rtk"
+    if any(b.gps_alt_unit for b in blocks):
+        return "matrice300"
     if "GPS" in sample and "BAROMETER" in sample:
         return "mavic-pro"
     if "GPS" in sample:
@@ -171,44 +191,17 @@ def _variant(blocks: list[_Block]) -> str:
     return "unknown"
 
 
-def _tuple_order(blocks: list[_Block], given: str | None, warnings: list[str], name: str) -> str:
-    """Which way round ``GPS(a, b)`` / ``HOME(a, b)`` are: 'lon,lat' or 'lat,lon'."""
-    if given is not None:
-        return given
-    pairs = [b.gps[:2] for b in blocks if b.gps] + [b.home for b in blocks if b.home]
-    pairs = [p for p in pairs if p is not None and (p[0], p[1]) != (0.0, 0.0)]
-    if any(abs(a) > 90 for a, _ in pairs):
-        return "lon,lat"
-    if any(abs(b) > 90 for _, b in pairs):
-        return "lat,lon"
-    by_distance = _order_from_home_distance(blocks)
-    if by_distance is not None:
-        return by_distance
-    if pairs:
-        warnings.append(
-            f"{name}: GPS(a, b) values are all within +-90, so the order cannot be told from the values; "
-            "assumed longitude first (the DJI convention). If positions look wrong, "
-            "pass latlon_order='lat,lon'"
-        )
-    return "lon,lat"
-
-
-def _order_from_home_distance(blocks: list[_Block]) -> str | None:
-    """The order under which GPS-to-HOME distances match the ``D`` (distance from home) field."""
-    err = {"lon,lat": 0.0, "lat,lon": 0.0}
-    used = 0
-    for b in blocks:
-        if b.gps is None or b.home is None or b.home_dist is None or b.home_dist < 50:
-            continue
-        a, c, _ = b.gps
-        h1, h2 = b.home
-        err["lon,lat"] += abs(haversine_m(c, a, h2, h1) - b.home_dist)
-        err["lat,lon"] += abs(haversine_m(a, c, h1, h2) - b.home_dist)
-        used += 1
-    if used < 3:
-        return None
-    best, other = sorted(err, key=lambda k: err[k])
-    return best if err[other] > 2 * err[best] + 5.0 * used else None
+def _order(blocks: list[_Block], given: str | None, variant: str, name: str) -> tuple[str, str, list[str]]:
+    """Which way round ``GPS(a, b)`` / ``HOME(a, b)`` are ('lon,lat' or 'lat,lon'), why, and warnings."""
+    pairs = [Pair(*b.gps, b.gps_line, "GPS") for b in blocks if b.gps is not None]
+    pairs += [Pair(*b.home, b.home_line, "HOME") for b in blocks if b.home is not None]
+    samples = [
+        HomeSample(b.gps, b.home, b.home_dist)
+        for b in blocks
+        if b.gps is not None and b.home is not None and b.home_dist is not None
+    ]
+    decision = decide_order(pairs, samples, given, variant, name)
+    return decision.order, decision.reason, list(decision.warnings)
 
 
 def _record(b: _Block, order: str, scaled: bool) -> tuple[TelemetryRecord | None, str]:
@@ -218,9 +211,10 @@ def _record(b: _Block, order: str, scaled: bool) -> tuple[TelemetryRecord | None
     if lat is None or lon is None:
         if b.gps is None:
             return None, "no position in the block"
-        a, c, s = b.gps
+        a, c = b.gps
         lon, lat = (a, c) if order == "lon,lat" else (c, a)
-        sats = int(float(s)) if s is not None else None
+        if b.gps_third is not None and not b.gps_alt_unit:
+            sats = int(b.gps_third)
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
         return None, f"position ({lat}, {lon}) is out of range"
     if lat == 0.0 and lon == 0.0:
@@ -230,6 +224,8 @@ def _record(b: _Block, order: str, scaled: bool) -> tuple[TelemetryRecord | None
     home = None
     if b.home is not None:
         home = (b.home[1], b.home[0]) if order == "lon,lat" else b.home
+        if not (-90.0 <= home[0] <= 90.0 and -180.0 <= home[1] <= 180.0):
+            home = None
     focal = _float(f, "focal")
     if focal is not None and scaled:
         focal /= 10.0
@@ -247,7 +243,7 @@ def _record(b: _Block, order: str, scaled: bool) -> tuple[TelemetryRecord | None
         time=b.time,
         rel_alt_m=rel,
         abs_alt_m=_float(f, "abs_alt"),
-        alt_m=_float(f, "alt"),
+        alt_m=_float(f, "alt") if not b.gps_alt_unit else b.gps_third,
         focal=focal if focal and focal > 0 else None,
         focal_kind="35mm",
         gimbal_yaw=_float(f, "gb_yaw") if gimbal is None else gimbal[2] % 360.0,
@@ -307,25 +303,28 @@ def _with_times(r: TelemetryRecord, start: float) -> TelemetryRecord:
 
 def parse_srt_text(text: str, name: str = "<srt>", latlon_order: str | None = None) -> Telemetry:
     """Parse SRT text; see the module docstring. Raises :class:`TelemetryParseError` if nothing is usable."""
-    if latlon_order not in (None, "lat,lon", "lon,lat"):
+    if latlon_order not in (None, *ORDERS):
         raise TelemetryParseError(f"latlon_order must be 'lat,lon' or 'lon,lat', got {latlon_order!r}")
     blocks: list[_Block] = []
     skipped: list[tuple[int, str]] = []
     for n, lines in enumerate(_blocks(text), start=1):
-        number = int(lines[0]) if lines[0].isdigit() else -n
-        if lines[0].isdigit():
-            lines = lines[1:]
-        if number < 0:
-            skipped.append((n, f"block {n} does not start with a block number: {lines[0][:60]!r}"))
+        head = lines[0][1]
+        if not head.isdigit():
+            skipped.append(
+                (n, f"block {n} (line {lines[0][0]}) does not start with a block number: {head[:60]!r}")
+            )
             continue
-        blocks.append(_Block(number, lines))
+        blocks.append(_Block(int(head), lines[1:]))
     if not blocks:
         raise TelemetryParseError(
             f"{name}: no SRT blocks found; is this a DJI .SRT telemetry file (numbered blocks of text)?"
         )
-    warnings: list[str] = []
     variant = _variant(blocks)
-    order = _tuple_order(blocks, latlon_order, warnings, name)
+    warnings: list[str]
+    if variant in ("new", "air2s", "mavic2-style"):  # latitude / longitude by name, no tuples
+        order, reason, warnings = "lat,lon", "the file names latitude and longitude", []
+    else:
+        order, reason, warnings = _order(blocks, latlon_order, variant, name)
     scaled = any((_float(b.fields, "fnum") or 0.0) >= 100.0 for b in blocks[:5])
     records: list[TelemetryRecord] = []
     for b in blocks:
@@ -349,14 +348,7 @@ def parse_srt_text(text: str, name: str = "<srt>", latlon_order: str | None = No
         warnings.append(
             f"{name}: no altitude in the telemetry; give the height above ground to geo-reference"
         )
-    return Telemetry(
-        Path(name),
-        variant,
-        records,
-        skipped,
-        warnings,
-        "lat,lon" if variant in ("new", "air2s", "mavic2-style") else order,
-    )
+    return Telemetry(Path(name), variant, records, skipped, warnings, order, latlon_reason=reason)
 
 
 def parse_srt(path: str | Path, latlon_order: str | None = None) -> Telemetry:
