@@ -29,13 +29,13 @@ from detector.config_errors import (
     format_path,
     problems_from_validation_error,
 )
+from detector.config_model import ModelConfig
 from detector.config_schema import (
     ApiConfig,
     CitywatchConfig,
     DefaultsConfig,
     EvidenceConfig,
     LocationConfig,
-    ModelConfig,
     MqttConfig,
     OutboxConfig,
     StreamConfig,

@@ -27,6 +27,7 @@ from pydantic import (
 
 from detector.config_errors import ConfigProblem, Loc, Problem, problems_from_validation_error
 from detector.config_ingest import IngestConfig
+from detector.config_model import RULE_MODELS_DESCRIPTION, ModelConfig, RuleModels, check_rule_models
 from detector.config_validators import (
     check_polygon,
     check_polygon_shape,
@@ -132,43 +133,6 @@ class ApiConfig(_Section):
                 "write e.g. sqlite:///var/citywatch.db or postgresql+psycopg://user:${PW}@host/db",
             )
         return value
-
-
-class ModelConfig(_Section):
-    """Which detection model to run and how."""
-
-    name: str | None = Field(
-        default=None,
-        min_length=1,
-        description="Model name in models/manifest.yaml; None uses the manifest default.",
-    )
-    path: Path | None = Field(default=None, description="Explicit weights file instead of a manifest name.")
-    backend: Literal["ultralytics", "onnx", "openvino"] | None = Field(
-        default=None, description="Inference backend; None uses the manifest's."
-    )
-    conf: float = Field(default=0.25, ge=0.0, le=1.0, description="Detection confidence threshold.")
-    iou: float = Field(default=0.5, gt=0.0, le=1.0, description="Non-maximum suppression IoU threshold.")
-    imgsz: int | None = Field(
-        default=None, ge=32, le=4096, description="Input size, multiple of 32; None uses the manifest's."
-    )
-    batch: int = Field(default=8, ge=1, le=64, description="Largest batch of frames per inference call.")
-
-    @field_validator("imgsz")
-    @classmethod
-    def _check_imgsz(cls, value: int | None) -> int | None:
-        if value is not None and value % 32:
-            raise ConfigProblem.at(
-                (), f"imgsz {value} is not a multiple of 32", f"use {max(32, round(value / 32) * 32)}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _name_or_path(self) -> ModelConfig:
-        if self.name is not None and self.path is not None:
-            raise ConfigProblem.at(
-                ("path",), "give either model.name or model.path, not both", "remove one of them"
-            )
-        return self
 
 
 class OutboxConfig(_Section):
@@ -295,6 +259,10 @@ class StreamConfig(_Section):
     rules: RuleOverrides = Field(
         default_factory=dict, description="Per-stream rule overrides: {rule name: {parameter: value}}."
     )
+    rule_models: Annotated[RuleModels, AfterValidator(check_rule_models)] = Field(
+        default_factory=dict,
+        description=RULE_MODELS_DESCRIPTION + " Overrides the global `rule_models` for this stream.",
+    )
     _effective: RulesConfig | None = PrivateAttr(None)
 
     @field_validator("rules")
@@ -351,7 +319,12 @@ class CitywatchConfig(_Section):
     )
     mqtt: MqttConfig = Field(default_factory=lambda: MqttConfig(), description="Broker connection.")
     api: ApiConfig = Field(default_factory=lambda: ApiConfig(), description="Case API.")
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(), description="Detection model.")
+    model: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(), description="Detection model of every rule not in rule_models."
+    )
+    rule_models: Annotated[RuleModels, AfterValidator(check_rule_models)] = Field(
+        default_factory=dict, description=RULE_MODELS_DESCRIPTION
+    )
     outbox: OutboxConfig = Field(default_factory=lambda: OutboxConfig(), description="Durable event outbox.")
     evidence: EvidenceConfig = Field(default_factory=lambda: EvidenceConfig(), description="Evidence images.")
     defaults: DefaultsConfig = Field(

@@ -34,13 +34,21 @@ SEQ_PER_S = 10
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the events say about the model, and how its classes map onto rule labels."""
+    """What the events say about the model, and how its classes map onto rule labels.
+
+    ``key`` names the loaded instance in merged detections (``data["model"]``); None: ``name@version``.
+    """
 
     name: str
     version: str
     sha256: str | None
     class_names: tuple[str, ...]
     rule_labels: Mapping[str, str]
+    key: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.key or f"{self.name}@{self.version}"
 
     def as_event(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
@@ -53,12 +61,17 @@ def event_seq(update: ViolationUpdate) -> int:
 
 @dataclass
 class StreamPipeline:
-    """Rules, evidence and event building for one stream."""
+    """Rules, evidence and event building for one stream.
+
+    ``model`` serves every rule that ``rule_models`` (rule name -> model) does not name; an event
+    carries the model of its rule, and each rule judges only the detections of its model.
+    """
 
     stream: StreamConfig
     model: ModelInfo
     sink: EventSink
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    rule_models: Mapping[str, ModelInfo] = field(default_factory=dict)
     engine: RuleEngine = field(init=False)
     zones: dict[str, Zone] = field(init=False)
     events_sent: int = 0
@@ -75,7 +88,17 @@ class StreamPipeline:
             for z in self.stream.zones
         ]
         self.zones = {z.id: z for z in zones}
-        self.engine = RuleEngine(zones, self.stream.effective_rules, label_map(dict(self.model.rule_labels)))
+        sources = {rule: info.id for rule, info in self.rule_models.items()}
+        self.engine = RuleEngine(
+            zones,
+            self.stream.effective_rules,
+            label_map(dict(self.model.rule_labels)),
+            rule_sources=sources or None,
+        )
+
+    def model_for(self, rule: str) -> ModelInfo:
+        """The model that serves ``rule`` on this stream."""
+        return self.rule_models.get(rule, self.model)
 
     # ------------------------------------------------------------------ per sample
     def process(self, ts: float, image: npt.NDArray[np.uint8], dets: Detections) -> list[dict[str, Any]]:
@@ -125,7 +148,7 @@ class StreamPipeline:
             first_seen=u.first_seen,
             last_seen=u.last_seen,
             evidence=evidence,
-            model=self.model.as_event(),
+            model=self.model_for(u.rule).as_event(),
             location={
                 "lat": loc.lat,
                 "lon": loc.lon,

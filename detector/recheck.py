@@ -6,6 +6,9 @@ still in the zone where the case's box was, and answers on the command's ``reply
 a fresh annotated frame. ``present``: a detection of the label, score ≥ the rule's
 ``min_score``, bottom-centre in the zone (when the zone is known) and overlapping the case box
 (IoU ≥ ``min_iou``, when the box is known). Otherwise ``absent``.
+
+With several models (``detector.rule_models``) only the detections of the model that serves the case's
+rule on that stream count, and the answer names that model.
 """
 
 from __future__ import annotations
@@ -81,9 +84,15 @@ def judge(
 ) -> tuple[bool, float | None, tuple[float, float, float, float] | None]:
     """Whether the case's object is still there: (present, score, normalised box)."""
     w, h = frame_size
+    dets = pipe.engine.seen_by(cmd.rule, dets)  # the model that serves the case's rule
     if len(dets) == 0:
         return False, None, None
-    labels = np.array([pipe.engine.label_of(str(n)) for n in dets.class_name], dtype=object)
+    given = dets.data.get("label")
+    labels = (
+        np.asarray(given, dtype=object)
+        if given is not None
+        else np.array([pipe.engine.label_of(str(n)) for n in dets.class_name], dtype=object)
+    )
     keep = labels == cmd.label
     params = getattr(pipe.stream.effective_rules, cmd.rule, None)
     min_score = float(getattr(params, "min_score", 0.25))
@@ -110,13 +119,11 @@ class Rechecker:
         pipelines: dict[str, StreamPipeline],
         prefix: str,
         worker: str,
-        model_ref: str,
     ) -> None:
         self.comm = comm
         self.pipelines = pipelines
         self.prefix = prefix
         self.worker = worker
-        self.model_ref = model_ref
         self._pending: dict[str, list[RecheckCommand]] = {}
         self._lock = threading.Lock()
         self.answered = 0
@@ -161,7 +168,13 @@ class Rechecker:
         dets: Detections,
     ) -> None:
         h, w = image.shape[:2]
+        if pipe.rule_models and cmd.rule not in pipe.rule_models:
+            log.warning(
+                "re-check %s: no zone of %s enforces %s now; judged on every model's %s detections",
+                cmd.request_id, cmd.stream, cmd.rule, cmd.label,
+            )  # fmt: skip
         present, score, box = judge(cmd, pipe, dets, (w, h))
+        model = pipe.model_for(cmd.rule)
         zone = pipe.zones.get(cmd.zone) if cmd.zone else None
         draw = None if box is None else [box[0] * w, box[1] * h, box[2] * w, box[3] * h]
         ev = render_evidence(
@@ -189,7 +202,7 @@ class Rechecker:
                 "height": ev.height,
             },
             "checked_at": iso_timestamp(datetime.now(UTC)),
-            "detector": f"{self.worker}/{self.model_ref}"[:128],
+            "detector": f"{self.worker}/{model.name}@{model.version}"[:128],
         }
         self.comm.publish(cmd.reply_topic, json.dumps(answer).encode(), qos=1)
         self.answered += 1

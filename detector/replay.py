@@ -1,8 +1,14 @@
 """``citywatch replay VIDEO --stream ID``: the detector pipeline on a file, as fast as the machine allows.
 
-No broker: events go to a JSONL file (``--out``). The stream's zones, rules, location and
-start time come from the config; only its source is replaced by VIDEO. Frame timestamps drive
-everything, so the events are the ones the live stream would have produced.
+No broker: events go to a JSONL file (``--out``). The stream's zones, rules, location, start time and
+models (``model:`` / ``rule_models:``) come from the config; only its source is replaced by VIDEO. Frame
+timestamps drive everything, so the events are the ones the live stream would have produced.
+
+From code::
+
+    models = load_rule_models(cfg, threads, base_dir, [stream])
+    pipeline = models.pipeline(stream, sink, cfg.evidence)
+    result = replay(video, stream, pipeline, models)
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from detector.config import ConfigError, StreamConfig, load_config
+from detector.detections import Detections
 from detector.inference import InferenceBackend
-from detector.model import ModelResolveError, load_model
+from detector.model import ModelResolveError
 from detector.pipeline import StreamPipeline
 from detector.publisher import JsonlSink
+from detector.rule_models import RuleModelSet, load_rule_models
 from detector.sources import Frame, SourceError
 from detector.sources.pyav import FileSource
 
@@ -38,11 +46,15 @@ def replay(
     video: Path,
     stream: StreamConfig,
     pipeline: StreamPipeline,
-    backend: InferenceBackend,
+    models: RuleModelSet | InferenceBackend,
     batch: int = 4,
     progress: bool = False,
 ) -> ReplayResult:
-    """Run ``pipeline`` over ``video`` with batched inference; the pipeline's sink receives the events."""
+    """Run ``pipeline`` over ``video`` with batched inference; the pipeline's sink receives the events.
+
+    ``models``: the deployment's models (each frame goes to every model the stream needs, and their
+    detections are merged), or a single backend."""
+    infer = _inference(stream, models)
     start = stream.start_time.timestamp() if stream.start_time else None
     src = FileSource(video, stream.id, start_time=start)
     events: list[dict[str, Any]] = []
@@ -57,7 +69,7 @@ def replay(
     first_pts = last_pts = 0.0
 
     def run_batch() -> None:
-        dets = backend.infer([f.image for f in pending])
+        dets = infer([f.image for f in pending])
         for f, d in zip(pending, dets, strict=True):
             events.extend(pipeline.process(f.ts, f.image, d))
         pending.clear()
@@ -75,6 +87,21 @@ def replay(
     if bar is not None:
         bar.close()
     return ReplayResult(events, pipeline.samples, time.perf_counter() - t0, last_pts - first_pts)
+
+
+def _inference(stream: StreamConfig, models: RuleModelSet | InferenceBackend) -> Any:
+    """A function from a batch of images to one (merged) Detections per image."""
+    if isinstance(models, InferenceBackend):
+        return models.infer
+    plan = models.plan(stream)
+    if len(plan.needed) == 1 and len(models.models) == 1:
+        return models.models[plan.needed[0]].backend.infer
+
+    def infer(images: list[Any]) -> list[Detections]:
+        answers = {mid: models.models[mid].backend.infer(images) for mid in plan.needed}
+        return [plan.merge({mid: answers[mid][i] for mid in plan.needed}) for i in range(len(images))]
+
+    return infer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,15 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"citywatch replay: no stream {a.stream!r} in {a.config} (streams: {ids})", file=sys.stderr)
         return 2
     try:
-        model = load_model(cfg.model, a.threads, loaded.base_dir)
+        models = load_rule_models(cfg, a.threads, loaded.base_dir, [stream])
     except ModelResolveError as err:
         print(f"citywatch replay: {err}", file=sys.stderr)
         return 2
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with JsonlSink(a.out) as sink:
-        pipeline = StreamPipeline(stream, model.info, sink, cfg.evidence)
+        pipeline = models.pipeline(stream, sink, cfg.evidence)
         try:
-            res = replay(a.video, stream, pipeline, model.backend, batch=a.batch, progress=not a.quiet)
+            res = replay(a.video, stream, pipeline, models, batch=a.batch, progress=not a.quiet)
         except SourceError as err:
             print(f"citywatch replay: {err}", file=sys.stderr)
             return 1

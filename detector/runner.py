@@ -24,12 +24,13 @@ from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamCo
 from detector.detections import Detections
 from detector.inference_service import InferenceService
 from detector.mainstream import MainStreamPipeline, SerialHandler, main_stream_grabber
-from detector.model import ModelResolveError, load_model
+from detector.model import ModelResolveError
 from detector.mqtt import MqttSettings, PahoCommunicator
 from detector.outbox import Outbox
-from detector.pipeline import ModelInfo, StreamPipeline
+from detector.pipeline import StreamPipeline
 from detector.publisher import Publisher
 from detector.recheck import Rechecker
+from detector.rule_models import RuleModelSet, StreamModels, load_rule_models
 from detector.sources import Frame
 from detector.worker import StreamWorker, resolve_url
 
@@ -73,6 +74,7 @@ class Detector:
     pipelines: dict[str, StreamPipeline] = field(default_factory=dict)
     post: list[SerialHandler] = field(default_factory=list)
     rechecker: Rechecker | None = None
+    models: RuleModelSet | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -90,7 +92,7 @@ class Detector:
             self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port).start()
             log.info("embedded MQTT broker on %s:%d", cfg.mqtt.host, cfg.mqtt.port)
         try:
-            model = load_model(cfg.model, threads, base)
+            self.models = models = load_rule_models(cfg, threads, base)
         except ModelResolveError as err:
             raise RunError(str(err)) from err
         outbox_dir = cfg.outbox.dir if cfg.outbox.dir.is_absolute() else base / cfg.outbox.dir
@@ -98,33 +100,27 @@ class Detector:
         self.outbox = Outbox(outbox_dir / f"{cfg.worker_id}.sqlite3", max_events=cfg.outbox.max_events)
         self.comm = PahoCommunicator(mqtt_settings(cfg)).start()
         self.publisher = Publisher(self.comm, self.outbox, topic_prefix=cfg.mqtt.topic_prefix)
-        self.service = InferenceService(model.backend, self.stop_event, max_batch=cfg.model.batch)
+        backends = {mid: m.backend for mid, m in models.models.items()}
+        self.service = InferenceService(backends, self.stop_event, max_batch=models.batches)
         for stream in cfg.enabled_streams:
-            handler = self._handler(self._pipeline(stream, model.info))
+            plan = models.plan(stream)
+            handler = self._handler(self._pipeline(stream, plan))
             if stream.detect_url:  # main-stream evidence grabs take seconds: off the inference thread
                 self.post.append(SerialHandler(stream.id, handler))
                 handler = self.post[-1]
-            self.service.register(stream.id, handler)
-        ref = f"{model.info.name}@{model.info.version}"
-        self.rechecker = Rechecker(
-            self.comm, self.pipelines, cfg.mqtt.topic_prefix, cfg.worker_id, ref
-        ).start()
+            merge = plan.merge if len(models.models) > 1 else None
+            self.service.register(stream.id, handler, plan.needed, merge)
+        self.rechecker = Rechecker(self.comm, self.pipelines, cfg.mqtt.topic_prefix, cfg.worker_id).start()
         self.service.start()
         for stream in cfg.enabled_streams:
             extra = self._extra_state(stream.id)
             w = StreamWorker(stream, base, self._submit, self._state, self.stop_event, extra_state=extra)
             self.workers.append(w)
             w.start()
-        log.info(
-            "detector %s: %d streams, model %s@%s",
-            cfg.worker_id,
-            len(self.workers),
-            model.info.name,
-            model.info.version,
-        )
+        log.info("detector %s: %d streams, models %s", cfg.worker_id, len(self.workers), models.describe())
         return self
 
-    def _pipeline(self, stream: StreamConfig, info: ModelInfo) -> StreamPipeline:
+    def _pipeline(self, stream: StreamConfig, plan: StreamModels) -> StreamPipeline:
         if self.publisher is None:
             raise RunError("the publisher must start before the pipelines")
         if stream.detect_url:
@@ -132,10 +128,10 @@ class Detector:
             ing = stream.ingest
             grab = main_stream_grabber(main_url, stream.id, ing.evidence_timeout_s, ing.transport)
             pipe: StreamPipeline = MainStreamPipeline(
-                stream, info, self.publisher, self.cfg.evidence, grabber=grab
+                stream, plan.default, self.publisher, self.cfg.evidence, plan.rule_infos, grabber=grab
             )
         else:
-            pipe = StreamPipeline(stream, info, self.publisher, self.cfg.evidence)
+            pipe = StreamPipeline(stream, plan.default, self.publisher, self.cfg.evidence, plan.rule_infos)
         self.pipelines[stream.id] = pipe
         return pipe
 

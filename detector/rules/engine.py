@@ -2,11 +2,15 @@
 
 ``step`` takes the detections of one sampled frame (model class names in ``data["class_name"]``),
 maps the class names onto rule labels, tracks them, and returns the violation lifecycle events.
+
+Detections merged from several models (``detector.rule_models``) already carry their rule label
+(``data["label"]``) and the model that found them (``data["model"]``); with ``rule_sources`` (rule name
+-> model id) each rule sees only the detections of the model that serves it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +46,7 @@ class RuleEngine:
         *,
         tracker: Tracker | None = None,
         max_gap_s: float | None = None,
+        rule_sources: Mapping[str, str] | None = None,
     ) -> None:
         ids = [z.id for z in zones]
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -50,6 +55,7 @@ class RuleEngine:
         self.config = rules_config or RulesConfig()
         self.zones = list(zones)
         self.label_of: LabelOf = label_of or (lambda name: name)
+        self.rule_sources: dict[str, str] = dict(rule_sources or {})
         self.rules: list[Rule[Any]] = [
             ParkingRule(zones, self.config, max_gap_s=max_gap_s),
             VendingRule(zones, self.config, max_gap_s=max_gap_s),
@@ -71,7 +77,10 @@ class RuleEngine:
         self.last_ts: float | None = None
 
     def labelled(self, dets: Detections) -> Detections:
-        """``dets`` with ``data["label"]``: the rule label of each class name, or the name itself."""
+        """``dets`` with ``data["label"]``: the rule label of each class name, or the name itself.
+        Detections that already carry labels (merged from several models) keep them."""
+        if "label" in dets.data:
+            return dets
         labels = []
         for name in dets.class_name:
             label = self.label_of(str(name))
@@ -90,8 +99,17 @@ class RuleEngine:
         self.last_ts = ts
         out: list[ViolationUpdate] = []
         for rule in self.rules:
-            out.extend(rule.step(tracked, ts, frame_size))
+            out.extend(rule.step(self.seen_by(rule.name, tracked), ts, frame_size))
         return out
+
+    def seen_by(self, rule: str, dets: Detections) -> Detections:
+        """The detections ``rule`` may judge: those of the model that serves it, when the detections say
+        which model found them and ``rule_sources`` names one; else all of them."""
+        source = self.rule_sources.get(rule)
+        models = dets.data.get("model")
+        if source is None or models is None or len(dets) == 0:
+            return dets
+        return dets[np.asarray(models == source, dtype=bool)]
 
     def flush(self, ts: float) -> list[ViolationUpdate]:
         """End of stream: report the latest sightings of active violations; clears nothing,
