@@ -35,6 +35,8 @@ data team
                             render a synthetic drone flight (mp4 + DJI .SRT + truth)
   train | eval | export     train, evaluate and export models (offline, ultralytics)
   models list|show|promote  the model registry in models/manifest.yaml
+  eval-clips EXPECTATIONS.yaml [--json] [--config FILE] [--evidence-dir DIR]
+                            real clips and stills against written expectations: false and missed cases
 
 run `citywatch <command> --help` for the options of each.
 """
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _entry_lazy("detector.demo"),
         "status": _entry_lazy("detector.status"),
         "survey": _entry_lazy("detector.survey.cli"),
+        "eval-clips": _entry_lazy("detector.evalclips.cli"),
         "api": _api,
     }
     if cmd not in table:
