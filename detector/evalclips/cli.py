@@ -35,7 +35,7 @@ def evaluate(
     when the problem is in the file itself or in the files and configs it names."""
     exp = load_expectations(expectations)
     resolver = Resolver(exp, config, threads)
-    runs = [resolver.resolve(clip) for clip in exp.clips]
+    runs = [resolver.resolve(clip, i) for i, clip in enumerate(exp.clips)]
     results: list[ClipResult] = []
     bar = None
     if progress:

@@ -59,11 +59,12 @@ class Resolver:
         given = clip.config or self.exp.defaults.config
         return self.exp.base_dir / given if given is not None else Path("streams.yaml")
 
-    def resolve(self, clip: Clip) -> ClipRun:
+    def resolve(self, clip: Clip, index: int = 0) -> ClipRun:
         name = clip_name(clip)
+        key = "video" if isinstance(clip, VideoClip) else "image"
         file = self.exp.base_dir / (clip.video if isinstance(clip, VideoClip) else clip.image)
         if not file.is_file():
-            raise EvalInputError(f"clip {name}: {file}: no such file")
+            raise EvalInputError(f"clips[{index}] ({name}): {key}: {file}: no such file")
         path = self.config_path(clip)
         loaded = self._load_config(path, name)
         cfg, stream = eval_config(loaded.config, clip, self.exp.defaults, file, name, path)

@@ -7,6 +7,7 @@ line, clip and key path (and a fix hint), the way ``citywatch config check`` doe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -245,9 +246,15 @@ class Issue:
 
     def __str__(self) -> str:
         where = ":".join(str(p) for p in (self.file, self.line, self.column) if p is not None)
-        clip = f" ({self.clip})" if self.clip else ""
-        key = f"{self.path}{clip}: " if self.path else ""
-        return f"{where}: {key}{self.message}" + (f" — {self.hint}" if self.hint else "")
+        key = self.path
+        if self.clip:  # clips[2].must_open[0].count -> clips[2] (name): must_open[0].count
+            key = re.sub(r"^(clips\[\d+\])\.?", lambda m: f"{m.group(1)} ({self.clip}): ", key).rstrip(": ")
+        return (
+            f"{where}: "
+            + (f"{key}: " if key else "")
+            + self.message
+            + (f" — {self.hint}" if self.hint else "")
+        )
 
 
 class ExpectationsError(Exception):
@@ -319,6 +326,9 @@ def _validate_clip(entry: Any, index: int) -> tuple[Clip | None, list[Problem]]:
 
 
 def _issue(file: str, doc: Any, raw: list[Any], p: Problem) -> Issue:
+    if p.loc and p.loc[-1] == "[key]":  # pydantic's place for a bad mapping key
+        key = p.loc[-2] if len(p.loc) >= 2 else ""
+        p = Problem(p.loc[:-1], p.message.replace("[key]", f"key {key!r}", 1), p.hint)
     line, column = doc.position(p.loc) or (None, None)
     clip = None
     if len(p.loc) >= 2 and p.loc[0] == "clips" and isinstance(p.loc[1], int) and p.loc[1] < len(raw):
