@@ -298,3 +298,23 @@ def test_bad_files_name_file_line_clip_and_key(tmp_path: Path, text: str, where:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ExpectationsError, match="cannot read: no such file"):
         load_expectations(tmp_path / "nope.yaml")
+
+
+def test_documented_examples_are_valid(tmp_path: Path) -> None:
+    """The examples in the module docstring and in the README's "Real footage" section load."""
+    import re
+
+    import detector.evalclips as module
+
+    doc = module.__doc__ or ""
+    block = doc[doc.index("    version: 1") : doc.index("Strict by design")]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Real footage") :]
+    examples = {
+        "docstring": "\n".join(line[4:] for line in block.splitlines()),
+        "readme": re.findall(r"```yaml\n(.*?)```", section, re.S)[0],
+    }
+    for name, text in examples.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        assert load_expectations(path).clips, name
