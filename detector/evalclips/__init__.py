@@ -46,7 +46,8 @@ entry takes, or one more than an entry's ``max``, is false, and so is every case
 still, litter smaller than the rule's ``min_area`` is not judged (the rule would ignore it); a
 detection used by a ``must_detect`` entry is not false. Labels: vehicle (illegal_parking), vendor
 (street_vending), structure (illegal_structure), litter (unclean_road); a label is read from the
-model that serves its rule (``rule_models``), through that rule's ``classes``.
+model that serves its rule (``rule_models``), through that rule's ``classes``. A still is judged
+over the whole image (zones do not apply to stills; ``stream:`` picks its rules and models).
 """
 
 from __future__ import annotations

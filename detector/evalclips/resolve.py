@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from detector.config import CitywatchConfig, ConfigError, LoadedConfig, ModelConfig, StreamConfig, load_config
 from detector.config_errors import format_path, problems_from_validation_error
 from detector.evalclips.spec import RULE_NAMES, Clip, Expectations, Settings, VideoClip, clip_name
+from detector.inference import InferenceError
 from detector.model import LoadedModel, ModelResolveError, load_model
 from detector.rule_models import RuleModelSet, load_rule_models
 from detector.sources.base import parse_creation_time
@@ -70,7 +71,7 @@ class Resolver:
         cfg, stream = eval_config(loaded.config, clip, self.exp.defaults, file, name, path)
         try:
             models = load_rule_models(cfg, self.threads, loaded.base_dir, [stream], loader=self._load_model)
-        except ModelResolveError as err:
+        except (ModelResolveError, InferenceError) as err:
             raise EvalInputError(f"clip {name}: a model of {path}: {err}") from None
         return ClipRun(clip, name, file, cfg, stream, models)
 
@@ -115,7 +116,7 @@ def eval_config(
         sid = "eval-" + re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:58]
         zone = {"id": "frame", "polygon": FULL_FRAME, "rules": list(RULE_NAMES)}
         base = {"id": sid, "name": f"eval-clips {name}", "zones": [zone]}
-    base.update(url=str(file.resolve()), enabled=True)
+    base.update(url=str(file.resolve()), detect_url=None, enabled=True)
     base["rules"] = _merge(_merge(base.get("rules") or {}, defaults.rules), clip.rules or {})
     if isinstance(clip, VideoClip):
         interval = clip.sample_interval_s or defaults.sample_interval_s
