@@ -61,6 +61,7 @@ __all__ = [
     "ZoneConfig",
     "load_config",
     "load_config_text",
+    "locate",
     "mask_url",
 ]
 
@@ -131,6 +132,14 @@ def load_config_text(
         raise ConfigError(issues, file)
     skipped = [_stream_name(streams, index) for index in sorted(dropped)]
     return LoadedConfig(file, config, issues, skipped)
+
+
+def locate(loaded: LoadedConfig, problems: list[Problem]) -> list[ConfigIssue]:
+    """Issues with file, line, column and masked value for problems found in a loaded config by later
+    checks (e.g. the model labels of ``config check``)."""
+    doc = parse_yaml(Path(loaded.path).read_text(encoding="utf-8"))
+    issues = (_issue(loaded.path, doc, p) for p in problems)
+    return sorted(issues, key=lambda i: (i.line or 0, i.column or 0, i.path))
 
 
 def _issue(file: str, doc: YamlDocument, problem: Problem) -> ConfigIssue:

@@ -1,5 +1,7 @@
 """``citywatch config check FILE``: print every problem in a streams.yaml with a fix hint.
 
+Beyond the schema, every rule enabled on a zone must be served by a model that has the rule's label
+(``detector.config_labels``); what cannot be checked (a ``.pt`` given by path) is printed as a note.
 Exit codes: 0 clean, 1 problems found, 2 the file is missing or unreadable.
 """
 
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from detector.config import CitywatchConfig, ConfigError, ConfigFileError, load_config
+from detector.config import CitywatchConfig, ConfigError, ConfigFileError, ConfigIssue, load_config, locate
 from detector.rules.params import RULE_NAMES
 
 EXIT_OK = 0
@@ -53,21 +55,32 @@ def check(path: str | Path, *, out: TextIO | None = None) -> int:
             print(issue.format(), file=stream)
         return EXIT_UNREADABLE
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(issue.format(), file=stream)
-        count = len(exc.issues)
-        streams = list(
-            dict.fromkeys(
-                _stream_label(issue.stream, issue.path[: issue.path.index("]") + 1])
-                for issue in exc.issues
-                if issue.stream is not None
-            )
-        )
-        where = f"; streams with problems: {', '.join(streams)}" if streams else ""
-        print(f"{path}: {count} problem{_s(count)}{where}", file=stream)
-        return EXIT_PROBLEMS
+        return _report(path, exc.issues, stream)
+    from detector.config_labels import check_labels
+
+    problems, notes = check_labels(loaded.config, loaded.base_dir)
+    for note in notes:
+        print(f"{path}: note: {note}", file=stream)
+    if problems:
+        return _report(path, locate(loaded, problems), stream)
     print(f"{path}: OK: {summary(loaded.config)}", file=stream)
     return EXIT_OK
+
+
+def _report(path: str | Path, issues: list[ConfigIssue], stream: TextIO) -> int:
+    for issue in issues:
+        print(issue.format(), file=stream)
+    count = len(issues)
+    streams = list(
+        dict.fromkeys(
+            _stream_label(issue.stream, issue.path[: issue.path.index("]") + 1])
+            for issue in issues
+            if issue.stream is not None
+        )
+    )
+    where = f"; streams with problems: {', '.join(streams)}" if streams else ""
+    print(f"{path}: {count} problem{_s(count)}{where}", file=stream)
+    return EXIT_PROBLEMS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

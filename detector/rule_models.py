@@ -240,7 +240,14 @@ def load_rule_models(
         infos[mid] = loaded.info
     for sid, (rule_ids, default_id) in wanted.items():
         stream = next(s for s in chosen if s.id == sid)
-        out.plans[sid] = plan_stream(stream, rule_ids, default_id, infos)
+        out.plans[sid] = plan = plan_stream(stream, rule_ids, default_id, infos)
+        for rule, mid in plan.rules.items():
+            info, watch = infos[mid], plan.watch[mid] or set()
+            if not watch & (set(info.rule_labels.values()) | set(info.class_names)):
+                log.warning(
+                    "stream %s: %s is served by %s, which has no %s class; it cannot fire "
+                    "(see `citywatch config check`)", sid, rule, mid, RULE_LABELS[rule],
+                )  # fmt: skip
     if len(out.models) > 1:
         log.info("%d models serve this deployment: %s", len(out.models), out.describe())
     return out

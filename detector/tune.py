@@ -173,12 +173,14 @@ def tune_and_cache(
     return result, write_cache(cache_path(host), host, [result])
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="citywatch models tune",
-        description="Measure every export the manifest lists for each model on this CPU and cache the "
-        "fastest per host (used when streams.yaml gives no model.backend).",
-    )
+DESCRIPTION = (
+    "Measure every export the manifest lists for each model on this CPU and cache the fastest per host "
+    "(used when streams.yaml gives no model.backend)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``citywatch models tune`` (also mounted under ``training.cli``'s ``models``)."""
     p.add_argument("names", nargs="*", help="model name or name@version (default: the manifest default)")
     p.add_argument("--batch", type=int, default=8, help="the configured batch (model.batch; default 8)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
@@ -190,8 +192,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``citywatch models tune``; exit 0 ok, 1 an error explained on stderr."""
-    a = _parser().parse_args(list(argv) if argv is not None else None)
+    """``citywatch models tune``; exit 0 ok, 1 an error explained on stderr, 2 bad options."""
+    parser = add_arguments(argparse.ArgumentParser(prog="citywatch models tune", description=DESCRIPTION))
+    return run(parser.parse_args(list(argv) if argv is not None else None))
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run with parsed options (see :func:`add_arguments`)."""
     if a.batch < 1 or a.warmup < 0 or a.frames < 1:
         print("citywatch models tune: need --batch >= 1, --warmup >= 0, --frames >= 1", file=sys.stderr)
         return 2

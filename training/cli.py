@@ -108,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("ref", help="name (always its highest version) or name@version (pinned)")
     pr.add_argument("--backend", choices=["ultralytics", "onnx", "openvino"], default=None)
     pr.add_argument("--precision", choices=["fp32", "int8"], default=None)
+    from detector.tune import DESCRIPTION, add_arguments
+
+    add_arguments(
+        msub.add_parser(
+            "tune", help="measure a model's exports on this CPU, cache the fastest", description=DESCRIPTION
+        )
+    )
     return p
 
 
@@ -213,6 +220,10 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _cmd_models(a: argparse.Namespace) -> int:
     from training import registry
 
+    if a.models_command == "tune":
+        from detector import tune
+
+        return tune.run(a)
     if a.models_command == "list":
         print(registry.list_table(load_manifest(missing_ok=True)))
     elif a.models_command == "show":

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -190,3 +191,105 @@ def test_stop_drains_what_is_queued(stop: threading.Event) -> None:
     svc.wake()
     svc.join(5)
     assert not svc.is_alive() and got["a"] == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------------- several models
+
+
+def merge_names(results: Mapping[str, Detections]) -> Detections:
+    """Records which models answered: one detection per model, named after it."""
+    names = sorted(results)
+    n = len(names)
+    return Detections.from_arrays(np.zeros((n, 4)), np.ones(n), list(range(n)), names)
+
+
+def two_models(
+    stop: threading.Event, *, per_stream: int = 2, max_batch: int = 8, gather_s: float = 0.05
+) -> tuple[InferenceService, RecordingBackend, RecordingBackend]:
+    a, b = RecordingBackend(), RecordingBackend()
+    svc = InferenceService(
+        {"a": a, "b": b}, stop, max_batch={"a": max_batch, "b": max_batch}, per_stream=per_stream,
+        gather_s=gather_s,
+    )  # fmt: skip
+    return svc, a, b
+
+
+def test_a_frame_two_models_need_goes_to_each_once_and_is_handled_once_merged(stop: threading.Event) -> None:
+    svc, a, b = two_models(stop, per_stream=4)
+    a.gate.clear()
+    got: dict[str, list[tuple[int, list[str]]]] = {"both": [], "only_a": []}
+
+    def handler(sid: str):  # type: ignore[no-untyped-def]
+        return lambda f, d: got[sid].append((f.index, list(d.class_name)))
+
+    svc.register("both", handler("both"), ["a", "b"], merge_names)
+    svc.register("only_a", handler("only_a"), ["a"])
+    svc.start()
+    for i in range(3):
+        svc.submit(frame("both", i), block=True)
+        svc.submit(frame("only_a", 10 + i), block=True)
+    a.gate.set()
+    wait_for(lambda: len(got["both"]) == 3 and len(got["only_a"]) == 3)
+    assert got["both"] == [(i, ["a", "b"]) for i in range(3)]  # in frame order, after both models
+    assert [i for i, _ in got["only_a"]] == [10, 11, 12]
+    seen_a = sorted(int(x) for batch in a.batches for x in batch)
+    seen_b = sorted(int(x) for batch in b.batches for x in batch)
+    assert seen_a == [0, 1, 2, 10, 11, 12] and seen_b == [0, 1, 2]  # each model once per frame it needs
+    assert max(len(batch) for batch in a.batches) > 1, "model a batches frames of both streams"
+    stats = svc.stats()
+    assert stats["models"]["a"]["frames"] == 6 and stats["models"]["b"]["frames"] == 3
+    assert svc.counters["both"].done == 3 and svc.dropped == {"both": 0, "only_a": 0}
+
+
+def test_a_frame_one_model_has_taken_is_dropped_once_and_never_reaches_the_other(
+    stop: threading.Event,
+) -> None:
+    svc, a, b = two_models(stop, per_stream=2, max_batch=1, gather_s=0.0)
+    a.gate.clear()  # model a hangs on frame 0; frame 0 still waits for model b
+    got: list[int] = []
+    svc.register("live", lambda f, _d: got.append(f.index), ["a", "b"], merge_names)
+    svc.start()
+    svc.submit(frame("live", 0))
+    wait_for(lambda: svc.pending() == 1)  # frame 0: inside model a, queued for model b
+    for i in range(1, 4):
+        svc.submit(frame("live", i))
+    assert svc.dropped["live"] == 2  # frames 0 and 1, once each, although model a has frame 0
+    a.gate.set()
+    wait_for(lambda: len(got) == 2)
+    assert got == [2, 3]
+    assert [x for batch in b.batches for x in batch] == ["2", "3"]  # b never ran the dropped frames
+    assert [x for batch in a.batches for x in batch] == ["0", "2", "3"]
+    assert svc.counters["live"].submitted == 4 and svc.counters["live"].done == 2
+
+
+def test_a_failing_model_loses_the_frame_for_every_model(stop: threading.Event) -> None:
+    a, b = RecordingBackend(), RecordingBackend(fail_on=1)
+    svc = InferenceService({"a": a, "b": b}, stop, max_batch=1, per_stream=8, gather_s=0.0)
+    got: list[int] = []
+    svc.register("cam", lambda f, _d: got.append(f.index), ["a", "b"], merge_names)
+    svc.start()
+    svc.submit(frame("cam", 0), block=True)
+    wait_for(lambda: svc.errors == 1)
+    svc.submit(frame("cam", 1), block=True)
+    wait_for(lambda: got == [1])
+    assert svc.stats()["models"]["b"]["errors"] == 1 and svc.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("models", "merge", "message"),
+    [
+        (["c"], None, "unknown model"),
+        (["a", "b"], None, "no merge"),
+    ],
+)
+def test_register_checks_the_models(
+    stop: threading.Event, models: list[str], merge: Any, message: str
+) -> None:
+    svc, _, _ = two_models(stop)
+    with pytest.raises(InferenceServiceError, match=message):
+        svc.register("cam", lambda f, d: None, models, merge)
+
+
+def test_models_and_batch_sizes_must_match(stop: threading.Event) -> None:
+    with pytest.raises(ValueError, match="bad batching"):
+        InferenceService({"a": RecordingBackend()}, stop, max_batch={"b": 8})
