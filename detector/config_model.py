@@ -49,6 +49,14 @@ class ModelConfig(BaseModel):
     )
     batch: int = Field(default=8, ge=1, le=64, description="Largest batch of frames per inference call.")
 
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` / ``on`` as a boolean: take them as the words."""
+        if isinstance(value, bool):
+            return "auto" if value else "off"
+        return value
+
     @field_validator("imgsz")
     @classmethod
     def _check_imgsz(cls, value: int | None) -> int | None:
@@ -73,7 +81,7 @@ RuleModels = dict[str, ModelConfig]
 
 def check_rule_models(value: RuleModels) -> RuleModels:
     """Every key of a ``rule_models`` mapping is a rule name (with a did-you-mean hint)."""
-    check_rule_names(list(value))
+    check_rule_names({name: {} for name in value})  # problems located at the mapping's keys
     return value
 
 

@@ -48,6 +48,7 @@ BROKEN = [
     ("duplicate_yaml_key.yaml", 7, "streams[0].sample_interval_s", "appears twice"),
     ("zone_params_unchecked_rule.yaml", 10, "streams[0].zones[0].params.street_vending", "does not check"),
     ("mqtt_bad_port.yaml", 4, "mqtt.port = 70000", "less than or equal to 65535"),
+    ("bad_rule_models.yaml", 9, "streams[0].rule_models.street_vendng", "did you mean 'street_vending'"),
 ]
 # fmt: on
 
@@ -230,6 +231,13 @@ def test_rule_overrides_merge_defaults_stream_then_zone(secrets_env: None) -> No
         ("version: 1\nstreams: [{id: x, url: a.mp4, rules: {ilegal_parking: {dwell_s: 5}}}]\n", "unknown"),
         ("version: 1\nworker: x\n", "unknown key 'worker'"),
         ("version: 1\nstreams: [{id: x, url: '${1BAD}'}]\n", "not a valid environment variable"),
+        ("version: 1\nrule_models: {ilegal_parking: {name: x}}\n", "unknown rule 'ilegal_parking'"),
+        ("version: 1\nrule_models: {illegal_parking: {name: a, path: b.onnx}}\n", "not both"),
+        ("version: 1\nrule_models: {illegal_parking: {imgsz: 300}}\n", "multiple of 32"),
+        ("version: 1\nrule_models: {illegal_parking: yolov8n-coco}\n", "mapping"),
+        ("version: 1\nmodel: {tune: always}\n", "'auto' or 'off'"),
+        ("version: 1\nstreams: [{id: x, url: a.mp4, rule_models: {unclean_road: {colour: red}}}]\n",
+         "unknown key 'colour'"),
     ],
 )  # fmt: skip
 def test_more_problems(text: str, message: str) -> None:
@@ -258,3 +266,22 @@ def test_env_expansion_uses_given_environment() -> None:
     text = "version: 1\nmqtt: {host: '${BROKER}', port: '${PORT}'}\n"
     config = load_config_text(text, environ={"BROKER": "broker.internal", "PORT": "8883"}).config
     assert (config.mqtt.host, config.mqtt.port) == ("broker.internal", 8883)
+
+
+def test_rule_models_parse_globally_and_per_stream() -> None:
+    text = (
+        "version: 1\n"
+        "model: {name: citywatch-synth, tune: off}\n"
+        "rule_models:\n"
+        "  illegal_parking: {name: yolov8n-coco, conf: 0.4, backend: onnx}\n"
+        "streams:\n"
+        "  - id: x\n"
+        "    url: a.mp4\n"
+        "    rule_models: {illegal_parking: {path: models/other.onnx}}\n"
+    )
+    config = load_config_text(text, environ={}).config
+    assert config.model.tune == "off" and load_config_text("version: 1\n").config.model.tune == "auto"
+    parking = config.rule_models["illegal_parking"]
+    assert (parking.name, parking.conf, parking.backend, parking.batch) == ("yolov8n-coco", 0.4, "onnx", 8)
+    assert config.streams[0].rule_models["illegal_parking"].path == Path("models/other.onnx")
+    assert load_config_text("version: 1\n").config.rule_models == {}

@@ -181,10 +181,10 @@ def manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("vending_model", "code", "expected"),
     [
-        ("coco", 1, "streams.yaml:4:3: rule_models.street_vending = {\"name\": \"coco\"}: street_vending is "
-                    "served by coco@1.0.0 (rule_models), which has no `vendor` rule label (its rule labels: "
-                    "vehicle); enabled on cam/z (hint: serve street_vending from a model with a `vendor` rule "
-                    "label, e.g. synth, under rule_models)"),
+        ("coco", 1, "streams.yaml:4:3: rule_models.street_vending = {\"name\": \"coco\"}: street_vending "
+                    "is served by coco@1.0.0 (rule_models), which has no `vendor` rule label (its rule "
+                    "labels: vehicle); enabled on cam/z (hint: serve street_vending from a model with a "
+                    "`vendor` rule label, e.g. synth, under rule_models)"),
         ("synth", 0, "streams.yaml: OK: 1 stream (1 enabled), 1 zone"),
     ],
 )  # fmt: skip
@@ -200,7 +200,8 @@ def test_config_check_refuses_a_rule_its_model_cannot_see(
         "streams:\n"
         "  - id: cam\n"
         "    url: a.mp4\n"
-        "    zones: [{id: z, polygon: [[0, 0.5], [1, 0.5], [1, 1]], rules: [illegal_parking, street_vending]}]\n"
+        "    zones: [{id: z, polygon: [[0, 0.5], [1, 0.5], [1, 1]],\n"
+        "             rules: [illegal_parking, street_vending]}]\n"
     )
     out = io.StringIO()
     assert check(file, out=out) == code

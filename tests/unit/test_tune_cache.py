@@ -94,7 +94,8 @@ def test_cache_path(env: dict[str, str], expected: str) -> None:
     ("fps", "batch", "expected"),
     [
         ({}, 8, None),
-        ({"onnx": {"batch1": 30.0, "batch8": 34.0}, "openvino": {"batch1": 100.0, "batch8": 180.0}}, 8, "openvino"),
+        ({"onnx": {"batch1": 30.0, "batch8": 34.0}, "openvino": {"batch1": 100.0, "batch8": 180.0}}, 8,
+         "openvino"),
         ({"openvino": {"batch1": 100.0, "batch8": 150.0}, "openvino_int8": {"batch1": 90.0, "batch8": 160.0}},
          8, "openvino_int8"),  # the configured batch decides
         ({"openvino": {"batch1": 100.0}, "openvino_int8": {"batch1": 90.0}}, 1, "openvino"),
