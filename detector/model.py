@@ -9,6 +9,7 @@ and why.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,18 @@ def choose_backend(entry: ModelEntry, cfg: ModelConfig, threads: int | None = No
     )
 
 
+def label_groups(class_names: Sequence[str], rule_labels: Mapping[str, str]) -> tuple[tuple[int, ...], ...]:
+    """Class ids that feed the same rule label (COCO car, truck, bus, motorcycle -> vehicle): the ONNX and
+    OpenVINO backends score each such group as one class ("is it any vehicle?", noisy-OR of the members)
+    and keep one box per object, so a rule is not starved by a model that cannot decide between car and
+    truck. Groups of one are left out. (The ultralytics backend runs ultralytics' own decoding.)"""
+    by_label: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        if name in rule_labels:
+            by_label.setdefault(rule_labels[name], []).append(i)
+    return tuple(tuple(ids) for ids in by_label.values() if len(ids) > 1)
+
+
 def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | None = None) -> LoadedModel:
     """A manifest entry (``cfg.name``, None = the default) or an explicit ``cfg.path``."""
     path = model_path(cfg, base_dir)
@@ -130,6 +143,7 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
         labels = {n: KNOWN_RULE_LABELS[n] for n in names if n in KNOWN_RULE_LABELS}
         sha = sha256_file(path) if path.is_file() else None
         info = ModelInfo(path.stem, "0.0.0", sha, names, labels)
+        backend.class_groups = label_groups(names, labels)
         why = "model.backend in the config" if cfg.backend else f"the file type of model.path ({path.name})"
         log.info("model %s (%s) from %s: %s", path.stem, kind, path, why)
         return LoadedModel(backend, info, path, kind, "fp32", why)
@@ -143,5 +157,6 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
         choice.kind, path, entry.classes, cfg.imgsz or entry.imgsz, cfg.conf, cfg.iou, threads
     )
     info = ModelInfo(entry.name, entry.version, entry.sha256, tuple(entry.classes), dict(entry.rule_labels))
+    backend.class_groups = label_groups(info.class_names, info.rule_labels)
     log.info("model %s: %s %s from %s: %s", entry.ref, choice.kind, choice.precision, path, choice.why)
     return LoadedModel(backend, info, path, choice.kind, choice.precision, choice.why)

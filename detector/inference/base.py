@@ -145,6 +145,9 @@ class InferenceBackend(ABC):
     imgsz: int
     conf: float
     iou: float
+    #: class-id groups scored as one (see ``nms.group_scores``), set by the model loader from the rule
+    #: labels: classes that feed the same rule label form a group. Decoded by TensorYoloBackend only.
+    class_groups: tuple[tuple[int, ...], ...] = ()
 
     @abstractmethod
     def infer(self, images: Sequence[Image]) -> list[Detections]: ...
@@ -238,7 +241,9 @@ class TensorYoloBackend(InferenceBackend):
         if self.end2end:
             xyxy, scores, cls = decode_end2end(output, self.conf, self.max_det)
         else:
-            xyxy, scores, cls = decode_yolo(output, self.num_classes, self.conf, self.iou, self.max_det)
+            xyxy, scores, cls = decode_yolo(
+                output, self.num_classes, self.conf, self.iou, self.max_det, self.class_groups
+            )
         if len(xyxy) == 0:
             return Detections.empty()
         return Detections.from_arrays(info.to_original(xyxy), scores, cls, self.class_names)

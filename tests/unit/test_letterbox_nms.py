@@ -172,3 +172,53 @@ def test_decode_end2end() -> None:
     boxes, scores, classes = decode_end2end(out, 0.25)
     np.testing.assert_allclose(boxes, [[1, 2, 3, 4]])
     assert scores.tolist() == pytest.approx([0.9]) and classes.tolist() == [2]
+
+
+@pytest.mark.parametrize(
+    ("car", "truck", "person", "expected_cls", "expected_score"),
+    [
+        (0.30, 0.30, 0.0, 1, 0.51),  # undecided car/truck: a vehicle at 1 - 0.7 * 0.7
+        (0.60, 0.10, 0.0, 1, 0.64),  # the group's top class keeps the id
+        (0.10, 0.45, 0.0, 2, 0.505),
+        (0.20, 0.10, 0.40, 0, 0.40),  # a class outside the group is untouched
+    ],
+)
+def test_grouped_classes_score_as_one(
+    car: float, truck: float, person: float, expected_cls: int, expected_score: float
+) -> None:
+    # one anchor, classes: 0 person, 1 car, 2 truck; car and truck feed the same rule label
+    out = np.array([[50.0], [50.0], [20.0], [20.0], [person], [car], [truck]], np.float32)
+    boxes, scores, cls = decode_yolo(out, 3, conf=0.25, iou=0.5, groups=[(1, 2)])
+    assert cls.tolist() == [expected_cls]
+    assert scores[0] == pytest.approx(expected_score, abs=1e-3)
+
+
+def test_a_group_keeps_one_box_per_object() -> None:
+    # two neighbouring anchors on one object, one read as car, one as truck: one vehicle box survives
+    out = np.array(
+        [[50.0, 51.0], [50.0, 50.0], [20.0, 20.0], [20.0, 20.0], [0.0, 0.0], [0.6, 0.1], [0.1, 0.55]],
+        np.float32,
+    )
+    assert len(decode_yolo(out, 3, conf=0.25, iou=0.5)[0]) == 2  # classes apart: two boxes
+    boxes, scores, cls = decode_yolo(out, 3, conf=0.25, iou=0.5, groups=[(1, 2)])
+    assert len(boxes) == 1 and cls.tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    ("names", "labels", "expected"),
+    [
+        (
+            ("person", "car", "truck", "bus"),
+            {"car": "vehicle", "truck": "vehicle", "bus": "vehicle"},
+            ((1, 2, 3),),
+        ),
+        (("vehicle", "stall", "litter", "structure"), {"vehicle": "vehicle", "stall": "vendor"}, ()),
+        (("stall", "cart", "car"), {"stall": "vendor", "cart": "vendor", "car": "vehicle"}, ((0, 1),)),
+    ],
+)
+def test_label_groups(
+    names: tuple[str, ...], labels: dict[str, str], expected: tuple[tuple[int, ...], ...]
+) -> None:
+    from detector.model import label_groups
+
+    assert label_groups(names, labels) == expected

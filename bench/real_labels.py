@@ -1,0 +1,96 @@
+"""Vehicle recall and invented objects on real labelled images (e.g. nadir aerial tiles).
+
+For every image of a YOLO folder (``images/*.jpg`` + ``labels/*.txt``, class 0 = vehicle) each model
+is run once; a labelled vehicle is found when a detection with the rule label ``vehicle`` overlaps it
+with IoU >= ``--iou``. ``invented`` counts what a case could be opened on although nothing of the
+kind is there: detections of stall / litter / structure (rule labels vendor / litter / structure) at
+or above ``--min-score`` (the rules' default threshold) — the real images hold none of those — and
+vehicle detections that match no labelled vehicle. Prints one JSON object per model.
+
+    .venv/bin/python bench/real_labels.py datasets/real-aerial-test --model citywatch-synth@1.1.0 \
+        --model citywatch-synth@1.2.0 --model yolov8n-coco
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detector.config import ModelConfig
+from detector.model import load_model
+from training.tiles import read_yolo
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return np.asarray(inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9))
+
+
+def measure(folder: Path, ref: str, iou: float, min_score: float, vehicle_conf: float) -> dict[str, Any]:
+    import cv2
+
+    model = load_model(ModelConfig(name=ref, conf=min(min_score, vehicle_conf)))
+    labels = model.info.rule_labels
+    names = model.info.class_names
+    files = sorted((folder / "images").glob("*.jpg"))
+    found = total = false_vehicles = 0
+    invented: dict[str, int] = {"vendor": 0, "litter": 0, "structure": 0}
+    for f in files:
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        h, w = img.shape[:2]
+        _, truth = read_yolo(folder / "labels" / f"{f.stem}.txt", (w, h))
+        dets = model.backend.infer([img])[0]
+        rule = np.array([labels.get(names[c], "") for c in dets.class_id.tolist()], dtype=object)
+        veh = (rule == "vehicle") & (dets.confidence >= vehicle_conf)
+        m = iou_matrix(truth, dets.xyxy[veh])
+        total += len(truth)
+        found += int((m >= iou).any(axis=1).sum()) if m.size else 0
+        false_vehicles += int((~(m >= iou).any(axis=0)).sum()) if m.size else int(veh.sum())
+        for label in invented:
+            invented[label] += int(((rule == label) & (dets.confidence >= min_score)).sum())
+    n = max(len(files), 1)
+    return {
+        "model": f"{model.info.name}@{model.info.version}",
+        "images": len(files),
+        "vehicles": total,
+        "vehicle_recall": round(found / total, 3) if total else None,
+        "false_vehicles_per_image": round(false_vehicles / n, 2),
+        "invented_per_image": {k: round(v / n, 2) for k, v in invented.items()},
+        "invented_total": sum(invented.values()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", type=Path, help="YOLO folder: images/*.jpg, labels/*.txt (class 0 = vehicle)")
+    p.add_argument("--model", action="append", required=True, help="manifest name[@version]; repeatable")
+    p.add_argument("--iou", type=float, default=0.3, help="IoU that counts a vehicle as found (0.3)")
+    p.add_argument("--min-score", type=float, default=0.35, help="rule threshold for invented objects")
+    p.add_argument("--vehicle-conf", type=float, default=0.25, help="vehicle detection threshold (0.25)")
+    a = p.parse_args(argv)
+    for ref in a.model:
+        print(
+            json.dumps(
+                {"folder": str(a.folder), **measure(a.folder, ref, a.iou, a.min_score, a.vehicle_conf)}
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
