@@ -61,6 +61,8 @@ def enabled_rules(stream: StreamConfig) -> list[str]:
 def watched(stream: StreamConfig, rule: str) -> set[str]:
     """The labels and class names ``rule`` looks at on ``stream`` (its ``classes``, every zone's too)."""
     out = set(getattr(stream.effective_rules, rule).classes)
+    for other in enabled_rules(stream):  # what overrules a rule's detections must reach the engine too
+        out |= set(getattr(stream.effective_rules, other).veto)
     for zone in stream.zones:
         if rule in zone.rules:
             out |= set(getattr(zone.effective_rules, rule).classes)

@@ -38,6 +38,21 @@ class RuleParams(BaseModel):
     update_interval_s: float = Field(
         default=60.0, gt=0.0, description="While a violation is active, emit `updated` at most this often."
     )
+    veto: list[str] = Field(
+        default_factory=list,
+        description="Labels or class names (of any model the stream runs, e.g. the COCO model's `person`) "
+        "that overrule this rule's detection where they cover it: a box another model confidently calls a "
+        "person or a vehicle is not a stall, litter or a structure. Read per stream (defaults + stream "
+        "`rules:`), not per zone.",
+    )
+    veto_min_score: float = Field(default=0.5, ge=0.0, le=1.0, description="Score a vetoing detection needs.")
+    veto_overlap: float = Field(
+        default=0.6,
+        gt=0.0,
+        le=1.0,
+        description="A detection is overruled when its IoU with a vetoing box, or the share of its own area "
+        "inside that box, reaches this.",
+    )
 
 
 class ParkingParams(RuleParams):
@@ -54,6 +69,10 @@ class ParkingParams(RuleParams):
 
 
 class VendingParams(RuleParams):
+    veto: list[str] = Field(
+        default_factory=lambda: ["person", "vehicle"],
+        description="Labels / class names overruling this rule's detection where they cover it (per stream).",
+    )
     classes: list[str] = Field(
         default_factory=lambda: ["vendor"], description="Vendor / stall labels or classes."
     )
@@ -88,6 +107,10 @@ class VendingParams(RuleParams):
 
 
 class StructureParams(RuleParams):
+    veto: list[str] = Field(
+        default_factory=lambda: ["person", "vehicle"],
+        description="Labels / class names overruling this rule's detection where they cover it (per stream).",
+    )
     classes: list[str] = Field(
         default_factory=lambda: ["structure"], description="Structure labels / classes."
     )
@@ -103,6 +126,10 @@ class StructureParams(RuleParams):
 
 
 class LitterParams(RuleParams):
+    veto: list[str] = Field(
+        default_factory=lambda: ["person", "vehicle"],
+        description="Labels / class names overruling this rule's detection where they cover it (per stream).",
+    )
     classes: list[str] = Field(
         default_factory=lambda: ["litter"], description="Litter / garbage labels or classes."
     )

@@ -166,8 +166,14 @@ def test_merge_keeps_each_rules_own_model() -> None:
     synth = make_detections([CAR, CAR], classes=["vehicle", "stall"])
     merged = plan.merge({"coco@1.0.0": coco, "synth@1.0.0": synth})
     rows = sorted(zip(merged.data["model"], merged.class_name, merged.data["label"], strict=True))
-    # the bureau model's `vehicle` is dropped: parking is the COCO model's; COCO's person feeds no rule
-    assert rows == [("coco@1.0.0", "car", "vehicle"), ("synth@1.0.0", "stall", "vendor")]
+    # every model's person and vehicle reach the engine (they can overrule a stall: `veto`), but parking
+    # judges only the COCO model's vehicles (RuleEngine.seen_by) and no rule judges a person
+    assert rows == [
+        ("coco@1.0.0", "car", "vehicle"),
+        ("coco@1.0.0", "person", "person"),
+        ("synth@1.0.0", "stall", "vendor"),
+        ("synth@1.0.0", "vehicle", "vehicle"),
+    ]
     assert plan.rules["illegal_parking"] == "coco@1.0.0" and plan.rules["unclean_road"] == "synth@1.0.0"
 
 
