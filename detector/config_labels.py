@@ -23,7 +23,7 @@ from detector.config_schema import CitywatchConfig, StreamConfig
 from detector.inference.base import parse_names
 from detector.manifest import Manifest, ManifestError, load_manifest
 from detector.model import KNOWN_RULE_LABELS, model_path
-from detector.rule_models import RULE_LABELS, enabled_rules, watched
+from detector.rule_models import RULE_LABELS, enabled_rules, rule_classes
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def label_problems(
             key = (loc, rule)
             zones = [z for z in stream.zones if rule in z.rules and getattr(z.effective_rules, rule).enabled]
             where.setdefault(key, []).extend(f"{stream.id}/{z.id}" for z in zones)
-            wanted.setdefault(key, set()).update(watched(stream, rule))
+            wanted.setdefault(key, set()).update(rule_classes(stream, rule))
             zone_index, rule_index = stream.zones.index(zones[0]), zones[0].rules.index(rule)
             first_zone.setdefault(key, ("streams", index, "zones", zone_index, "rules", rule_index))
     problems: list[Problem] = []

@@ -9,7 +9,7 @@ instance) is decided in ``detector.rule_models``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -81,7 +81,8 @@ RuleModels = dict[str, ModelConfig]
 
 def check_rule_models(value: RuleModels) -> RuleModels:
     """Every key of a ``rule_models`` mapping is a rule name (with a did-you-mean hint)."""
-    check_rule_names({name: {} for name in value})  # problems located at the mapping's keys
+    keys: dict[str, dict[str, Any]] = {key: {} for key in value}
+    check_rule_names(keys)  # problems located at the mapping's keys
     return value
 
 

@@ -58,14 +58,21 @@ def enabled_rules(stream: StreamConfig) -> list[str]:
     return [rule for rule in RULE_NAMES if rule in on]
 
 
-def watched(stream: StreamConfig, rule: str) -> set[str]:
-    """The labels and class names ``rule`` looks at on ``stream`` (its ``classes``, every zone's too)."""
+def rule_classes(stream: StreamConfig, rule: str) -> set[str]:
+    """The labels and class names ``rule`` judges on ``stream`` (its ``classes``, every zone's too)."""
     out = set(getattr(stream.effective_rules, rule).classes)
-    for other in enabled_rules(stream):  # what overrules a rule's detections must reach the engine too
-        out |= set(getattr(stream.effective_rules, other).veto)
     for zone in stream.zones:
         if rule in zone.rules:
             out |= set(getattr(zone.effective_rules, rule).classes)
+    return out
+
+
+def watched(stream: StreamConfig, rule: str) -> set[str]:
+    """What the model serving ``rule`` must hand on: the rule's classes, and every enabled rule's
+    ``veto`` labels (what overrules a rule's detections must reach the engine too)."""
+    out = rule_classes(stream, rule)
+    for other in enabled_rules(stream):
+        out |= set(getattr(stream.effective_rules, other).veto)
     return out
 
 
@@ -244,8 +251,8 @@ def load_rule_models(
         stream = next(s for s in chosen if s.id == sid)
         out.plans[sid] = plan = plan_stream(stream, rule_ids, default_id, infos)
         for rule, mid in plan.rules.items():
-            info, watch = infos[mid], plan.watch[mid] or set()
-            if not watch & (set(info.rule_labels.values()) | set(info.class_names)):
+            info = infos[mid]
+            if not rule_classes(stream, rule) & (set(info.rule_labels.values()) | set(info.class_names)):
                 log.warning(
                     "stream %s: %s is served by %s, which has no %s class; it cannot fire "
                     "(see `citywatch config check`)", sid, rule, mid, RULE_LABELS[rule],

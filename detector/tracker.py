@@ -2,7 +2,8 @@
 
 Cars in a sampled stream are detected intermittently (occlusion, a score dip, lighting), so a
 track that is not seen is kept for ``max_age_s`` of *observed* absence and re-acquired by
-IoU or by a centre distance that is small relative to its size (same rule label).
+IoU or by a centre distance that is small relative to its size (same rule label, and the same model
+when detections merged from several models say which model found them: ``data["model"]``).
 
 Absence is counted in frame timestamps, and only while frames arrive (``FrameClock``): an interval
 between two frames counts at most a few of the stream's usual sample intervals, so an outage of the
@@ -116,6 +117,7 @@ class Track:
     hits: int = 1
     missed_s: float = 0.0
     stationary: bool = False
+    source: str = ""  # the model that found it, when several models feed one stream
 
     @property
     def score_median(self) -> float:
@@ -180,9 +182,11 @@ class Tracker:
         dt = self.clock.tick(ts)
         labels = labels_of(dets)
         names = [str(n) for n in dets.class_name]
+        models = dets.data.get("model")
+        sources = [str(m) for m in models] if models is not None else [""] * len(dets)
         boxes = np.asarray(dets.xyxy, np.float64).reshape(-1, 4)
         live = list(self.tracks.values())
-        pairs = self._associate(live, boxes, labels)
+        pairs = self._associate(live, boxes, list(zip(labels, sources, strict=True)))
         ids = np.zeros(len(dets), np.int64)
         matched: set[int] = set()
         for ti, di in pairs:
@@ -193,7 +197,7 @@ class Tracker:
         for di in range(len(dets)):
             if ids[di] == 0:
                 ids[di] = self._new(
-                    labels[di], names[di], box_tuple(boxes[di]), float(dets.confidence[di]), ts
+                    labels[di], names[di], box_tuple(boxes[di]), float(dets.confidence[di]), ts, sources[di]
                 )
                 matched.add(int(ids[di]))
         for track in live:
@@ -210,11 +214,14 @@ class Tracker:
         return [t for t in self.tracks.values() if t.last_seen == ts]
 
     # ------------------------------------------------------------------ internals
-    def _associate(self, live: list[Track], boxes: np.ndarray, labels: list[str]) -> list[tuple[int, int]]:
+    def _associate(
+        self, live: list[Track], boxes: np.ndarray, keys: list[tuple[str, str]]
+    ) -> list[tuple[int, int]]:
+        """Pairs (track, detection) of the same (label, model)."""
         if not live or len(boxes) == 0:
             return []
         tboxes = np.asarray([t.box for t in live], np.float64)
-        same = np.asarray([[t.label == lab for lab in labels] for t in live], dtype=bool)
+        same = np.asarray([[(t.label, t.source) == key for key in keys] for t in live], dtype=bool)
         ious = box_iou(tboxes, boxes).astype(np.float64)
         tc = (tboxes[:, :2] + tboxes[:, 2:]) / 2
         dc = (boxes[:, :2] + boxes[:, 2:]) / 2
@@ -250,7 +257,7 @@ class Tracker:
         track.boxes.append((ts, box))
         track.stationary = track.anchor.advance(box, ts, self.stationary_iou)
 
-    def _new(self, label: str, name: str, box: Box, score: float, ts: float) -> int:
+    def _new(self, label: str, name: str, box: Box, score: float, ts: float, source: str = "") -> int:
         tid = self._next_id
         self._next_id += 1
         self.tracks[tid] = Track(
@@ -263,6 +270,7 @@ class Tracker:
             anchor=Anchor(box, ts),
             scores=deque([score], maxlen=self.score_window),
             boxes=deque([(ts, box)], maxlen=self.box_history),
+            source=source,
         )
         return tid
 

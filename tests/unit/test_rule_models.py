@@ -196,8 +196,8 @@ class ListSink:
 
 
 def test_each_rule_sees_only_its_model_and_events_name_it() -> None:
-    """A parked car seen by both models opens one parking case, by the COCO model; a stall seen by the
-    bureau model opens a vending case named after the bureau model."""
+    """A parked car seen by both models (and one only the bureau model sees) opens one parking case, by
+    the COCO model; a stall seen by the bureau model opens a vending case named after the bureau model."""
     cfg, models, plan = two_model_plan()
     sink = ListSink()
     pipe = models.pipeline(cfg.streams[0], sink)
@@ -205,10 +205,17 @@ def test_each_rule_sees_only_its_model_and_events_name_it() -> None:
     stall = [600.0, 400.0, 700.0, 500.0]
     for ts in every(1_000_000.0, 1_000_040.0):
         coco = make_detections([CAR], classes="car", class_names=list(COCO_LABELS))
-        synth = make_detections([shifted_car(), stall], classes=["vehicle", "stall"])
+        synth = make_detections([CAR, shifted_car(), stall], classes=["vehicle", "vehicle", "stall"])
         pipe.process(ts, image, plan.merge({"coco@1.0.0": coco, "synth@1.0.0": synth}))
     opened = [(e["rule"], e["model"]["name"]) for e in sink.events if e["event"] == "opened"]
     assert sorted(opened) == [("illegal_parking", "coco"), ("street_vending", "synth")]
+    # both models' vehicles on the same spot are tracked apart: the COCO car keeps one track throughout
+    tracks = pipe.engine.tracker.tracks.values()
+    assert sorted((t.source, t.label, t.hits) for t in tracks if t.label == "vehicle") == [
+        ("coco@1.0.0", "vehicle", 21),
+        ("synth@1.0.0", "vehicle", 21),
+        ("synth@1.0.0", "vehicle", 21),
+    ]
 
 
 def shifted_car() -> list[float]:
@@ -226,3 +233,28 @@ def test_engine_filters_by_model_even_when_labels_overlap() -> None:
     assert list(seen.data["model"]) == ["coco@1.0.0"]
     assert len(pipe.engine.seen_by("street_vending", dets)) == 1
     assert len(pipe.engine.seen_by("illegal_parking", Detections.empty())) == 0
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same_track"),
+    [
+        ("coco@1.0.0", "coco@1.0.0", True),
+        ("coco@1.0.0", "synth@1.0.0", False),  # another model's vehicle on the spot is another track
+        (None, None, True),  # one model: detections carry no model
+    ],
+)
+def test_tracks_do_not_pass_between_models(first: str | None, second: str | None, same_track: bool) -> None:
+    from detector.tracker import Tracker
+
+    def det(model: str | None) -> Detections:
+        d = make_detections([CAR], classes="vehicle")
+        if model is not None:
+            d.data["label"] = np.array(["vehicle"], dtype=object)
+            d.data["model"] = np.array([model], dtype=object)
+        return d
+
+    tracker = Tracker()
+    a = tracker.update(det(first), 0.0, FRAME)
+    b = tracker.update(det(second), 2.0, FRAME)
+    assert a.tracker_id is not None and b.tracker_id is not None
+    assert (int(a.tracker_id[0]) == int(b.tracker_id[0])) is same_track
