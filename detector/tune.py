@@ -53,14 +53,16 @@ Image = npt.NDArray[np.uint8]
 
 @dataclass(frozen=True)
 class Budget:
-    """Frames per candidate: ``warmup`` at batch 1, then ``timed`` at each batch size."""
+    """Frames per candidate: ``warmup`` at batch 1, then ``timed`` at batch 1 (``batch_one``) and at the
+    configured batch."""
 
     warmup: int
     timed: int
+    batch_one: bool = True
 
 
 FULL = Budget(warmup=16, timed=48)
-QUICK = Budget(warmup=2, timed=8)  # at detector start-up: a few seconds for all candidates
+QUICK = Budget(warmup=1, timed=8, batch_one=False)  # at detector start-up: a few seconds in all
 
 
 def tune_frame(image: Path | None = None) -> tuple[Image, str]:
@@ -120,7 +122,7 @@ def measure(
     frame, described = tune_frame(image)
     fps: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
-    sizes = sorted({1, batch})
+    sizes = sorted({1, batch}) if budget.batch_one else [batch]
     for key in keys:
         kind, _ = EXPORT_KINDS[key]
         path = entry.models_dir / (entry.file if key == "pt" else entry.exports[key])
