@@ -225,3 +225,29 @@ def test_tune_modules_do_not_import_runtimes() -> None:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("size", "described"),
+    [
+        ((810, 1080), "still.png 810x455->1280x720"),  # portrait (bus.jpg): top and bottom cropped
+        ((1000, 300), "still.png 533x300->1280x720"),  # too wide: the sides cropped
+        (None, "synthetic 1280x720"),  # no still anywhere
+    ],
+)
+def test_tune_frame_is_a_16_9_camera_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int] | None, described: str
+) -> None:
+    import cv2
+    import numpy as np
+
+    from detector import tune
+
+    monkeypatch.setattr(tune, "DEFAULT_IMAGE", tmp_path / "absent.jpg")
+    monkeypatch.delenv("CITYWATCH_TUNE_IMAGE", raising=False)
+    still = tmp_path / "still.png"
+    if size is not None:
+        cv2.imwrite(str(still), np.full((size[1], size[0], 3), 90, np.uint8))
+    frame, text = tune.tune_frame(still)
+    assert frame.shape == (720, 1280, 3) and frame.dtype == np.uint8
+    assert text == described
