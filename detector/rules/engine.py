@@ -36,19 +36,29 @@ def label_map(rule_labels: dict[str, str]) -> LabelOf:
     return rule_labels.get
 
 
+def vetoing_boxes(others: Detections, veto: Sequence[str], min_score: float) -> npt.NDArray[np.float64]:
+    """Boxes of the confident detections of a ``veto`` label or class name."""
+    if len(others) == 0:
+        return np.zeros((0, 4))
+    by = others[class_mask(others, veto) & (others.confidence >= min_score)]
+    return by.xyxy.astype(np.float64).reshape(-1, 4)
+
+
 def vetoed(
     dets: Detections, others: Detections, veto: Sequence[str], min_score: float, overlap: float
 ) -> npt.NDArray[np.bool_]:
     """Which of ``dets`` a confident detection of a ``veto`` label or class in ``others`` covers: IoU, or the
     share of the detection's own area inside the vetoing box, at least ``overlap``. A box the COCO model
     calls a person at 0.9 is not a stall; a "litter" patch on a car roof is part of the car."""
+    return covered(dets, vetoing_boxes(others, veto, min_score), overlap)
+
+
+def covered(dets: Detections, boxes: npt.NDArray[np.float64], overlap: float) -> npt.NDArray[np.bool_]:
+    """Which of ``dets`` one of ``boxes`` covers (IoU or own-area share >= ``overlap``)."""
     out = np.zeros(len(dets), dtype=bool)
-    if len(dets) == 0 or len(others) == 0:
+    if len(dets) == 0 or len(boxes) == 0:
         return out
-    by = others[class_mask(others, veto) & (others.confidence >= min_score)]
-    if len(by) == 0:
-        return out
-    a, b = dets.xyxy.astype(np.float64), by.xyxy.astype(np.float64)
+    a, b = dets.xyxy.astype(np.float64), boxes
     iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
     ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = iw * ih
@@ -97,6 +107,7 @@ class RuleEngine:
                 max_gap_s=max_gap_s,
             )
         self.tracker = tracker
+        self._veto_memory: dict[str, list[tuple[float, npt.NDArray[np.float64]]]] = {}
         self.last_detections: Detections = Detections.empty()
         self.last_ts: float | None = None
 
@@ -125,10 +136,22 @@ class RuleEngine:
         for rule in self.rules:
             params = getattr(self.config, rule.name)
             mine = self.seen_by(rule.name, tracked)
-            if params.veto and len(mine):
-                mine = mine[~vetoed(mine, tracked, params.veto, params.veto_min_score, params.veto_overlap)]
+            if params.veto:
+                mine = self._veto(rule.name, mine, tracked, params, ts)
             out.extend(rule.step(mine, ts, frame_size))
         return out
+
+    def _veto(self, rule: str, mine: Detections, tracked: Detections, params: Any, ts: float) -> Detections:
+        """``mine`` without what a vetoing box covers now or covered within ``veto_memory_s``: a parked car
+        that the vehicle model sees only now and then still overrules the "stall" read on it in between."""
+        memory = [(t, b) for t, b in self._veto_memory.get(rule, []) if ts - t <= params.veto_memory_s]
+        now = vetoing_boxes(tracked, params.veto, params.veto_min_score)
+        memory += [(ts, b) for b in now]
+        self._veto_memory[rule] = memory
+        if len(mine) == 0 or not memory:
+            return mine
+        boxes = np.array([b for _, b in memory], np.float64).reshape(-1, 4)
+        return mine[~covered(mine, boxes, params.veto_overlap)]
 
     def seen_by(self, rule: str, dets: Detections) -> Detections:
         """The detections ``rule`` may judge: those of the model that serves it, when the detections say

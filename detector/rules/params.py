@@ -45,7 +45,19 @@ class RuleParams(BaseModel):
         "person or a vehicle is not a stall, litter or a structure. Read per stream (defaults + stream "
         "`rules:`), not per zone.",
     )
-    veto_min_score: float = Field(default=0.5, ge=0.0, le=1.0, description="Score a vetoing detection needs.")
+    veto_min_score: float = Field(
+        default=0.35,
+        ge=0.0,
+        le=1.0,
+        description="Score a vetoing detection needs (default: the parking rule's min_score, so whatever "
+        "parking would count as a vehicle overrules a stall on it).",
+    )
+    veto_memory_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        description="A vetoing box keeps overruling its place this long after it was last seen (a parked car "
+        "the vehicle model sees only now and then).",
+    )
     veto_overlap: float = Field(
         default=0.6,
         gt=0.0,
