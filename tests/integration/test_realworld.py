@@ -68,10 +68,23 @@ def test_report_shape_and_exit_code(suite_run: tuple[int, dict[str, Any]]) -> No
     assert totals["missed_cases"] == sum(len(c["missed"]) for c in doc["clips"])
 
 
+def test_shipped_configuration_invents_nothing_on_real_footage(suite_run: tuple[int, dict[str, Any]]) -> None:
+    """No case nobody expects on the real clips, no stall / litter / structure on the stills: the
+    guard against a model that invents violations on real streets."""
+    _, doc = suite_run
+    assert doc["totals"]["false_cases"] == 0, "invented on real footage:\n" + failures(doc)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11 open: the COCO YOLOv8n misses one parked car of the street clip (white sedan, "
+    "0.3-0.5) and scores three parked Dhaka cars below 0.5; needs a real vehicle model fine-tuned on "
+    "the bureau's frames. strict: this alerts the day every expectation holds.",
+)
 def test_shipped_configuration_meets_the_real_footage_expectations(
     suite_run: tuple[int, dict[str, Any]],
 ) -> None:
-    """Expected to fail until a default model that knows real streets is shipped: the message lists
-    every false and missed case (with the evidence JPEG of each false case opened on a video)."""
+    """Every expectation, missed cases included: the message lists every false and missed case (with
+    the evidence JPEG of each false case opened on a video)."""
     _, doc = suite_run
     assert doc["passed"], "real-footage expectations not met:\n" + failures(doc)
