@@ -1,6 +1,7 @@
 """Stream capacity: how many cameras one detector process sustains on this box, against a naive reader.
 
     python bench/capacity.py [--modes main,sub,naive] [--window 30] [--max-lag 2] [--clip-s 150]
+    python bench/capacity.py --second-model [--window 20] [--max-probes 3]   # what a second model costs
 
 Cameras are H.264 files served by a real RTSP server (GStreamer's gst-rtsp-server, tests/rtsp_server.py)
 on loopback, each mount its own session in real time; the server runs on this box, so its load counts.
@@ -23,6 +24,10 @@ handled. The detector's is measured from its frame timestamps, anchored when the
 (it errs short). Both errors favour the baseline. Each count runs in a fresh child process
 (``--probe N --mode M``), so memory is measured per count. Prints one JSON object: ``streams``,
 ``naive_streams``, ``ratio``, ``substreams``, ``rss_mb_per_stream``, ``max_lag_s`` and every probe.
+
+``--second-model`` (modes ``one-model`` and ``two-models``, ``bench/capacity_models.py``): main streams
+with the shipped streams.yaml's models, without and with its ``rule_models``, in the same run; the JSON
+gains ``second_model`` (``streams_one_model``, ``streams_two_models``, ``ms_per_frame`` per model).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import _search
+import capacity_models
 import numpy as np
 
 CLIPS = {
@@ -288,20 +295,21 @@ def run_probe(mode: str, n: int, clip: Path, a: argparse.Namespace) -> dict[str,
 def search(
     mode: str, start: int, step: float, clip: Path, a: argparse.Namespace, probes: list[dict[str, Any]]
 ) -> int:
-    """The largest sustained count: grow by ``step`` from ``start`` while sustained, else shrink."""
-    best, n, tried = 0, start, 0
-    while tried < a.max_probes and n >= 1:
+    """The largest sustained count of ``mode``."""
+    return search_together({mode: start}, step, clip, a, probes)[mode]
+
+
+def search_together(
+    starts: dict[str, int], step: float, clip: Path, a: argparse.Namespace, probes: list[dict[str, Any]]
+) -> dict[str, int]:
+    """Several modes searched with their probes taking turns (``_search.take_turns``)."""
+
+    def probe(mode: str, n: int) -> bool:
         r = run_probe(mode, n, clip, a)
         probes.append(r)
-        tried += 1
-        if r["ok"]:
-            best = max(best, n)
-            n = max(n + 1, round(n * step))
-        else:
-            if best:
-                break
-            n = max(1, round(n / step)) if n > 1 else 0
-    return best
+        return bool(r["ok"])
+
+    return _search.take_turns(starts, step, a.max_probes, probe)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,11 +322,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-sub", type=int, default=100)
     p.add_argument("--start-naive", type=int, default=6)
     p.add_argument("--max-probes", type=int, default=4)
+    p.add_argument(
+        "--second-model",
+        action="store_true",
+        help="compare the shipped one- and two-model configurations (modes one-model,two-models)",
+    )
+    p.add_argument("--start-models", type=int, default=40, help="first count of --second-model")
+    p.add_argument("--step-models", type=float, default=1.15, help="count growth factor of --second-model")
     p.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--clip", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.probe is not None:  # child: one count
+        if a.mode in capacity_models.MODES:
+            args = (a.mode, a.probe, a.clip, a.window, 90.0, Meter(a.probe), _summary, GOP_S)
+            _common.emit(capacity_models.probe_models(*args))
+            return 0
         fn = probe_naive if a.mode == "naive" else probe_detector
         _common.emit(fn(a.probe, a.clip, a.window, 90.0))
         return 0
@@ -327,13 +346,19 @@ def main(argv: list[str] | None = None) -> int:
     reason = unavailable_reason()
     if reason:
         raise SystemExit(f"bench/capacity.py needs the GStreamer RTSP server: {reason}")
-    modes = a.modes.split(",")
+    modes = list(capacity_models.MODES) if a.second_model else a.modes.split(",")
     main_clip = make_clip("main", a.clip_s)
     sub_clip = make_clip("sub", a.clip_s) if "sub" in modes else None
     probes: list[dict[str, Any]] = []
     best = search("main", a.start_main, 1.25, main_clip, a, probes) if "main" in modes else 0
     naive = search("naive", a.start_naive, 1.34, main_clip, a, probes) if "naive" in modes else 0
     subs = search("sub", a.start_sub, 1.25, sub_clip, a, probes) if sub_clip is not None else 0
+    second = None
+    if a.second_model:
+        capacity_models.tune_first(_common.log)
+        starts = {"one-model": a.start_models, "two-models": a.start_models}
+        found = search_together(starts, a.step_models, main_clip, a, probes)
+        second = capacity_models.second_model_report(found["one-model"], found["two-models"], probes)
     small = run_probe("main", 4, main_clip, a) if best > 4 else None
     at_best = next((r for r in probes if r["mode"] == "main" and r["streams"] == best), None)
     per_stream = None
@@ -356,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": at_best.get("model") if at_best else None,
             "probes": probes,
         }
+        | ({"second_model": second} if second is not None else {})
     )
     return 0
 
