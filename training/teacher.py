@@ -44,7 +44,7 @@ def iter_frames(source: Path, every_s: float) -> Iterator[tuple[str, npt.NDArray
         img = cv2.imread(str(source), cv2.IMREAD_COLOR)
         if img is None:
             raise TrainingError(f"{source}: not a readable image")
-        yield source.stem, img
+        yield source.stem, np.asarray(img, dtype=np.uint8)
         return
     if suffix not in VIDEO_SUFFIXES:
         raise TrainingError(f"{source}: neither an image ({sorted(IMAGE_SUFFIXES)}) nor a video")
@@ -62,7 +62,7 @@ def iter_frames(source: Path, every_s: float) -> Iterator[tuple[str, npt.NDArray
             if t + 1e-6 < next_t:
                 continue
             next_t = t + every_s
-            yield f"{source.stem}_t{t:07.1f}", frame.to_ndarray(format="bgr24")
+            yield f"{source.stem}_t{t:07.1f}", np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
 
 
 def expand(sources: Sequence[Path]) -> list[Path]:
@@ -156,7 +156,8 @@ def label(a: argparse.Namespace) -> int:
             h, w = img.shape[:2]
             if max(h, w) > a.max_side:
                 k = a.max_side / max(h, w)
-                img = cv2.resize(img, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+                size = (round(w * k), round(h * k))
+                img = np.asarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
                 h, w = img.shape[:2]
             dets = teacher.backend.infer([img])[0]
             is_vehicle = np.isin(dets.class_id, vehicle_ids)

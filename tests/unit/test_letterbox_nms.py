@@ -188,7 +188,7 @@ def test_grouped_classes_score_as_one(
 ) -> None:
     # one anchor, classes: 0 person, 1 car, 2 truck; car and truck feed the same rule label
     out = np.array([[50.0], [50.0], [20.0], [20.0], [person], [car], [truck]], np.float32)
-    boxes, scores, cls = decode_yolo(out, 3, conf=0.25, iou=0.5, groups=[(1, 2)])
+    _, scores, cls = decode_yolo(out, 3, conf=0.25, iou=0.5, groups=[(1, 2)])
     assert cls.tolist() == [expected_cls]
     assert scores[0] == pytest.approx(expected_score, abs=1e-3)
 
@@ -200,7 +200,7 @@ def test_a_group_keeps_one_box_per_object() -> None:
         np.float32,
     )
     assert len(decode_yolo(out, 3, conf=0.25, iou=0.5)[0]) == 2  # classes apart: two boxes
-    boxes, scores, cls = decode_yolo(out, 3, conf=0.25, iou=0.5, groups=[(1, 2)])
+    boxes, _, cls = decode_yolo(out, 3, conf=0.25, iou=0.5, groups=[(1, 2)])
     assert len(boxes) == 1 and cls.tolist() == [1]
 
 
