@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from detector.manifest import (
+    REPO_ROOT,
     Backend,
     Manifest,
     ManifestError,
@@ -137,9 +138,25 @@ def card_text(
     return "\n".join(out)
 
 
+def repo_relative(value: Any) -> Any:
+    """``value`` with this checkout's absolute path removed from every string in it: cards and manifest
+    entries travel with the repository, so they name paths relative to its root."""
+    root = f"{REPO_ROOT}/"
+    if isinstance(value, str):
+        return value.replace(root, "")
+    if isinstance(value, dict):
+        return {k: repo_relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [repo_relative(v) for v in value]
+    return value
+
+
 def register(entry: ModelEntry, card: str, folder: Path | None = None) -> ModelEntry:
     """Write the card and add the entry (its .pt and exports must already be in the folder)."""
     folder = folder or models_dir()
+    card = repo_relative(card)
+    if entry.train_args is not None:
+        entry.train_args = repo_relative(entry.train_args)
     missing = [p for p in [entry.file, *entry.exports.values()] if not (folder / p).exists()]
     if missing:
         raise RegistryError(f"cannot register {entry.ref}: missing in {folder}: {', '.join(missing)}")

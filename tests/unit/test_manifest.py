@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from detector.manifest import (
+    REPO_ROOT,
     Manifest,
     ManifestError,
     load_manifest,
@@ -242,3 +243,18 @@ def test_manifest_module_does_not_import_torch() -> None:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (f"{REPO_ROOT}/datasets/x/dataset.yaml", "datasets/x/dataset.yaml"),
+        ({"project": f"{REPO_ROOT}/runs/train", "epochs": 3}, {"project": "runs/train", "epochs": 3}),
+        ([f"data: {REPO_ROOT}/a.yaml", 1.5], ["data: a.yaml", 1.5]),
+        ("/elsewhere/data.yaml", "/elsewhere/data.yaml"),
+    ],
+)
+def test_cards_and_entries_name_repo_relative_paths(value: object, expected: object) -> None:
+    from training.registry import repo_relative
+
+    assert repo_relative(value) == expected
