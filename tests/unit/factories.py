@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
+from detector.config import load_config_text
 from detector.detections import Detections
 from detector.rules.base import ViolationUpdate
 from detector.rules.engine import RuleEngine
@@ -72,3 +74,24 @@ def every(start: float, stop: float, step: float = 2.0) -> list[float]:
     """Sample times ``start, start+step, ...`` up to and including ``stop``."""
     count = round((stop - start) / step) + 1
     return [start + i * step for i in range(count) if start + i * step <= stop + 1e-9]
+
+
+ALL_RULES = "[illegal_parking, street_vending, illegal_structure, unclean_road]"
+
+
+def rule_models_config(
+    global_rm: str = "{}", stream_rm: str = "{}", rules: str = ALL_RULES, model: str = "", extra: str = ""
+) -> Any:
+    """A one-stream config with global and per-stream ``rule_models`` and one zone enforcing ``rules``."""
+    text = (
+        "version: 1\n"
+        f"{model}"
+        f"rule_models: {global_rm}\n"
+        "streams:\n"
+        "  - id: cam\n"
+        "    url: a.mp4\n"
+        f"    rule_models: {stream_rm}\n"
+        f"{extra}"
+        f"    zones: [{{id: z, polygon: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], rules: {rules}}}]\n"
+    )
+    return load_config_text(text, environ={}).config

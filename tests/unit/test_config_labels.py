@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.config import load_config_text
 from detector.config_check import check
 from detector.config_labels import ModelLabels, describe_path, label_problems
 from detector.config_model import ModelConfig
+from tests.unit.factories import rule_models_config
 
 COCO = ModelLabels("yolov8n-coco@1.0.0", ("person", "car", "bus"), frozenset({"vehicle"}))
 SYNTH = ModelLabels("citywatch-synth@1.1.0", ("vehicle", "stall", "litter", "structure"),
@@ -23,19 +23,7 @@ MODELS = {None: SYNTH, "citywatch-synth": SYNTH, "yolov8n-coco": COCO, "pt": UNK
 ALL = "[illegal_parking, street_vending, illegal_structure, unclean_road]"
 
 
-def config(global_rm: str, stream_rm: str, rules: str, model: str = "", extra: str = "") -> Any:
-    text = (
-        "version: 1\n"
-        f"{model}"
-        f"rule_models: {global_rm}\n"
-        "streams:\n"
-        "  - id: cam\n"
-        "    url: a.mp4\n"
-        f"    rule_models: {stream_rm}\n"
-        f"{extra}"
-        f"    zones: [{{id: z, polygon: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], rules: {rules}}}]\n"
-    )
-    return load_config_text(text, environ={}).config
+config = rule_models_config
 
 
 def describe(mc: ModelConfig) -> ModelLabels:

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector.config import load_config_text
 from detector.config_model import ModelConfig
 from detector.detections import Detections
 from detector.model import LoadedModel
@@ -21,26 +20,14 @@ from detector.rule_models import (
     load_rule_models,
     rule_model_configs,
 )
-from tests.unit.factories import FRAME, every, make_detections
+from tests.unit.factories import ALL_RULES, FRAME, every, make_detections, rule_models_config
 
 COCO_LABELS = {"car": "vehicle", "truck": "vehicle", "bus": "vehicle", "motorcycle": "vehicle"}
 SYNTH_LABELS = {"vehicle": "vehicle", "stall": "vendor", "litter": "litter", "structure": "structure"}
-ALL_RULES = "[illegal_parking, street_vending, illegal_structure, unclean_road]"
 CAR = [100.0, 400.0, 260.0, 500.0]
 
 
-def config(global_rm: str = "{}", stream_rm: str = "{}", rules: str = ALL_RULES, extra: str = "") -> Any:
-    text = (
-        "version: 1\n"
-        f"rule_models: {global_rm}\n"
-        "streams:\n"
-        "  - id: cam\n"
-        "    url: a.mp4\n"
-        f"    rule_models: {stream_rm}\n"
-        f"{extra}"
-        f"    zones: [{{id: z, polygon: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], rules: {rules}}}]\n"
-    )
-    return load_config_text(text, environ={}).config
+config = rule_models_config
 
 
 @pytest.mark.parametrize(
