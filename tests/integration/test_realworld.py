@@ -77,9 +77,9 @@ def test_shipped_configuration_invents_nothing_on_real_footage(suite_run: tuple[
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 11 open: the COCO YOLOv8n misses one parked car of the street clip (white sedan, "
-    "0.3-0.5) and scores three parked Dhaka cars below 0.5; needs a real vehicle model fine-tuned on "
-    "the bureau's frames. strict: this alerts the day every expectation holds.",
+    reason="issue 11 open: the COCO YOLOv8n scores three parked cars of the elevated Dhaka still below 0.5 "
+    "(0.40, 0.48, 0.25; on the shared original street clip it also misses the white sedan); needs a real "
+    "vehicle model fine-tuned on the bureau's frames. strict: this alerts the day every expectation holds.",
 )
 def test_shipped_configuration_meets_the_real_footage_expectations(
     suite_run: tuple[int, dict[str, Any]],
