@@ -31,7 +31,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -320,7 +320,8 @@ def _bulk_apply(session: Session, valid: Sequence[Valid]) -> dict[int, IngestRes
             continue
         known = (case.id, event.seq) in seen
         out[index] = apply_to_case(session, case, event, digest, seen=known, add_history=history.append)
-        seen.add((case.id, event.seq))
+        if out[index].outcome is not IngestOutcome.dead_letter:  # another stream's event: not seen
+            seen.add((case.id, event.seq))
     _insert_rows(session, history)
     return out
 
@@ -364,19 +365,19 @@ def commit_batch(
             created |= _bulk_apply(session, [v for v in valid if v[0] not in created])
             for index, (message, item) in enumerate(zip(messages, parsed, strict=True)):
                 if isinstance(item, InvalidEventError):
-                    row = dead_letter_row(message.topic, message.payload, item.reason)
+                    result = IngestResult(IngestOutcome.dead_letter, reason=item.reason)
+                elif index in created:
+                    result = created[index]
+                else:
+                    result = _upsert(session, item, evidence[index], routing)
+                results.append(result)
+                if result.outcome is IngestOutcome.dead_letter:  # refused (e.g. another stream's id)
+                    row = dead_letter_row(message.topic, message.payload, result.reason or "refused")
                     session.add(row)
                     letters.append((index, row))
-                    results.append(IngestResult(IngestOutcome.dead_letter, reason=item.reason))
-                elif index in created:
-                    results.append(created[index])
-                else:
-                    results.append(_upsert(session, item, evidence[index], routing))
             session.flush()
             for index, row in letters:
-                results[index] = IngestResult(
-                    IngestOutcome.dead_letter, reason=row.reason, dead_letter_id=row.id
-                )
+                results[index] = replace(results[index], dead_letter_id=row.id)
     except SQLAlchemyError as exc:
         session.rollback()
         if _is_transient(exc):

@@ -240,6 +240,18 @@ def _upsert(
         return apply_to_case(session, case, event, evidence, seen=seen is not None)
 
 
+def stream_conflict(case: Case, event: ViolationEvent) -> str | None:
+    """Why ``event`` may not touch ``case``: a violation id is bound to the stream of the event that
+    made its case, so an event from another stream (another camera's worker, a forged message)
+    can never overwrite that case. ``None``: same stream."""
+    if case.stream == event.stream:
+        return None
+    return (
+        f"violation_id {event.violation_id} is bound to stream {case.stream!r} (case {case.id}); "
+        f"an event from stream {event.stream!r} may not change it"
+    )
+
+
 def apply_to_case(
     session: Session,
     case: Case,
@@ -251,8 +263,15 @@ def apply_to_case(
 ) -> IngestResult:
     """Apply an event to its existing (locked) case; ``seen``: a history row has this seq.
 
-    The history row goes to ``add_history`` (default ``session.add``)."""
+    The history row goes to ``add_history`` (default ``session.add``). An event from another
+    stream than the case's changes nothing: a ``dead_letter`` result with the reason (no row yet:
+    the caller, who holds the message, records it)."""
     add = session.add if add_history is None else add_history
+    conflict = stream_conflict(case, event)
+    if conflict is not None:
+        return IngestResult(
+            IngestOutcome.dead_letter, violation_id=event.violation_id, seq=event.seq, reason=conflict
+        )
 
     def result(outcome: IngestOutcome) -> IngestResult:
         return IngestResult(outcome, case_id=case.id, violation_id=event.violation_id, seq=event.seq)
@@ -306,19 +325,24 @@ def ingest_event(
 
     for attempt in range(1, _CONFLICT_RETRIES + 1):
         try:
-            return _upsert(session, event, evidence, routing)
+            result = _upsert(session, event, evidence, routing)
         except IntegrityError as exc:
             session.rollback()
             if attempt == _CONFLICT_RETRIES:
                 reason = f"database refused the event after {attempt} tries: {_db_message(exc)}"
                 break
             log.info("conflict on %s seq %d, retrying: %s", event.violation_id, event.seq, exc.orig)
+            continue
         except SQLAlchemyError as exc:
             session.rollback()
             if _is_transient(exc):
                 raise IngestUnavailableError(f"database unavailable: {exc}") from exc
             reason = f"database refused the event: {type(exc).__name__}: {_db_message(exc)}"
             break
+        if result.outcome is not IngestOutcome.dead_letter:
+            return result
+        reason = result.reason or "refused by the ingest"  # e.g. bound to another stream: unchanged
+        break
     dl_id = record_dead_letter(session, topic, payload, reason)
     return IngestResult(
         IngestOutcome.dead_letter,

@@ -4,6 +4,7 @@ dead letters between valid events, evidence, the duplicate check of the routing 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +157,46 @@ def test_dead_letters_keep_their_reasons(sessions: sessionmaker[Session], store:
     assert first is not None and last is not None
     assert rows[first].reason == "payload is empty"
     assert "unsupported schema version" in rows[last].reason
+
+
+def hijack(owner: str, other: str) -> list[Message]:
+    """A violation of ``owner``'s stream, then events with its id from ``other``'s stream (in the same
+    batch and after it), then ``owner``'s own next events."""
+    vid = new_violation_id()
+    return [
+        message(event(vid, owner)),
+        message(event(vid, other, "updated", 1, zone="elsewhere")),  # same batch as the case's first
+        message(event(vid, other, "cleared", 5)),
+        message(event(vid, owner, "updated", 1)),  # seq 1 was not taken by the refused event
+        message(event(vid, owner, "cleared", 2)),
+    ]
+
+
+@pytest.mark.parametrize("how", ["batch", "one_by_one"])
+def test_a_violation_id_is_bound_to_its_stream(
+    sessions: sessionmaker[Session], store: EvidenceStore, how: str
+) -> None:
+    owner, other = (f"cam-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    msgs = hijack(owner, other)
+    run = run_batch if how == "batch" else run_one_by_one
+    assert run(sessions, store, msgs) == ["created", "dead_letter", "dead_letter", "updated", "updated"]
+    with sessions() as s:
+        case = s.scalars(select(Case).where(Case.violation_id == json_vid(msgs[0]))).one()
+        letters = s.scalars(select(DeadLetter).where(DeadLetter.topic.endswith(other))).all()
+    assert (case.stream, case.zone, case.last_seq, case.violation_state) == (
+        owner,
+        "no-parking-1",
+        2,
+        "cleared",
+    )
+    assert case.event_count == 3
+    assert len(letters) == 2
+    assert all(f"is bound to stream {owner!r}" in r.reason and repr(other) in r.reason for r in letters)
+    assert snapshot(sessions, other) == []
+
+
+def json_vid(m: Message) -> str:
+    return str(json.loads(m.payload)["violation_id"])
 
 
 def test_evidence_is_stored_once_per_image(store: EvidenceStore) -> None:
