@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -32,6 +33,7 @@ from api.errors import (
 from api.ingest.mqtt import MqttIngest
 from api.models import utcnow
 from api.routes import assessment, auth, cases, health, lifecycle, open311, recheck, reports
+from api.routes.common import validation_error
 from api.services.auth import Authenticator
 from api.services.lifecycle import Desk
 from api.services.recheck import RecheckSender
@@ -137,6 +139,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.add_exception_handler(InvalidRequestError, _unprocessable)
     app.add_exception_handler(PayloadTooLargeError, _detail(413))
     app.add_exception_handler(UnsupportedMediaError, _detail(415))
+    app.add_exception_handler(RequestValidationError, validation_error)
     for module in (health, auth, cases, lifecycle, reports, assessment, recheck, open311):
         app.include_router(module.router)
     return app

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -15,10 +16,15 @@ from pydantic import (
     model_validator,
 )
 
+from api.core.text import line_input, text_input
 from api.models import CaseSource, CaseStatus, RejectReason, Rule
 
 MAX_PAGE_SIZE = 500
 _ZONE_NOTE = "(ISO 8601; UTC when no zone is given)"
+Text = Annotated[str, BeforeValidator(text_input)]
+"""Multi-line free text (a note): control characters stripped, NFC, trimmed (api/core/text.py)."""
+Line = Annotated[str, BeforeValidator(line_input)]
+"""Single-line free text (a name, an address): as ``Text``, and line breaks and tabs become a space."""
 
 
 class CaseBase(BaseModel):
@@ -215,36 +221,36 @@ _NOTE = Field(default=None, max_length=2000, description="free text for the hist
 
 class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = _NOTE
+    note: Text | None = _NOTE
 
 
 class RequiredNoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str = Field(min_length=1, max_length=2000)
+    note: Text = Field(min_length=1, max_length=2000)
 
 
 class RejectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: RejectReason
-    note: str | None = _NOTE
+    note: Text | None = _NOTE
 
 
 class MergeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     into: int = Field(ge=1, le=2**31 - 1, description="the open case this one duplicates")
-    note: str | None = _NOTE
+    note: Text | None = _NOTE
 
 
 class DispatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    unit: str | None = Field(default=None, min_length=1, max_length=64, description="default: the route's")
-    note: str | None = _NOTE
+    unit: Line | None = Field(default=None, min_length=1, max_length=64, description="default: the route's")
+    note: Text | None = _NOTE
 
 
 class PostponeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hours: float = Field(gt=0, le=2000, description="working hours added to the deadline")
-    note: str = Field(min_length=1, max_length=2000)
+    note: Text = Field(min_length=1, max_length=2000)
 
 
 class RecheckPublic(BaseModel):

@@ -3,7 +3,8 @@
 Checks, in order: size, UTF-8, JSON (no NaN/Infinity), object, schema version, the v1 JSON Schema
 (Draft 2020-12, ``date-time`` checked as RFC 3339 with a zone), no NUL characters, a few
 cross-field rules the schema cannot say, the topic's stream against the payload's, and the
-evidence JPEG (base64, JPEG magic, sha256 against ``evidence.sha256``).
+evidence JPEG (base64, JPEG magic, sha256 against ``evidence.sha256``). Free text (model name and
+version, address, grid, road) is cleaned of control characters (``api.core.text.clean_line``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from api.core.evidence import JPEG_MAGIC
+from api.core.text import clean_line, clean_optional_line
 from api.errors import InvalidEventError
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "contracts" / "violation-event.v1.schema.json"
@@ -259,7 +261,7 @@ def parse_event(
         rule=data["rule"],
         label=data["label"],
         stream=data["stream"],
-        zone=data["zone"],
+        zone=data["zone"],  # a name the detector matches a re-check against: kept as sent
         bbox=[x1, y1, x2, y2],
         score_median=float(data["score_median"]),
         score_top=float(data["score_top"]),
@@ -268,13 +270,13 @@ def parse_event(
         evidence_jpeg=jpeg,
         evidence_sha256=evidence_sha,
         evidence_captured_at=parse_datetime(captured) if captured is not None else None,
-        model_name=model["name"],
-        model_version=model["version"],
-        model_sha256=model.get("sha256"),
+        model_name=clean_line(model["name"]),
+        model_version=clean_line(model["version"]),
+        model_sha256=clean_optional_line(model.get("sha256")),
         lat=location.get("lat"),
         lon=location.get("lon"),
-        address=location.get("address"),
-        grid=location.get("grid"),
-        road=location.get("road"),
+        address=clean_optional_line(location.get("address")),
+        grid=clean_optional_line(location.get("grid")),
+        road=clean_optional_line(location.get("road")),
         payload_sha256=hashlib.sha256(payload).hexdigest(),
     )

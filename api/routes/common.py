@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.core.text import json_safe
 from api.schemas import ConflictPublic, ErrorPublic
 
 Responses = dict[int | str, dict[str, Any]]
@@ -23,3 +29,10 @@ UNPROCESSABLE: Responses = {
     400: {"model": ErrorPublic, "description": "the body cannot be parsed (not JSON, broken multipart)"},
     422: {"description": "invalid input, or an impossible request (unknown unit...)"},
 }
+
+
+async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, with any lone surrogate the errors echo from the body made U+FFFD (a JSON
+    body may carry ``"\\ud800"``; UTF-8 cannot encode it, and the answer would be a 500)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else [{"msg": str(exc)}]
+    return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(errors))})

@@ -23,6 +23,7 @@ from api.schemas import (
     PostponeIn,
     RejectIn,
     RequiredNoteIn,
+    Text,
     TransitionPublic,
 )
 from api.services.auth import Principal
@@ -160,7 +161,7 @@ def dispose(
     desk: DeskDep,
     user: CurrentUser,
     case_id: CaseId,
-    note: Annotated[str | None, Form(max_length=2000)] = None,
+    note: Annotated[Text | None, Form(max_length=2000)] = None,
     photo: Annotated[UploadFile | None, File(description="rectification photo (JPEG)")] = None,
 ) -> TransitionPublic:
     """处置: the field unit reports the rectification. A camera case goes on to a camera re-check

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.core.text import json_safe
 from api.deps import DeskDep, OptionalPrincipal, PublicUser, SessionDep
 from api.errors import (
     AuthenticationError,
@@ -31,6 +32,7 @@ from api.errors import (
 )
 from api.models import Case, CaseEvent, CaseSource, Rule
 from api.routes.reports import REPORTERS
+from api.schemas import Line, Text
 from api.services.auth import STAFF_READERS, Principal
 from api.services.cases import Report, check_photo, file_report
 from api.services.open311 import SERVICES, is_visible, service_list, to_request, to_xml, visible_condition
@@ -56,7 +58,7 @@ def render(fmt: str, root: str, item: str, rows: list[dict[str, Any]], status: i
 
 
 def _json(rows: list[dict[str, Any]] | dict[str, Any]) -> bytes:
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(json_safe(rows), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def error(fmt: str, status: int, description: str) -> Response:
@@ -289,17 +291,17 @@ def post_request(
     api_key: Annotated[str | None, Form(max_length=256)] = None,
     lat: Annotated[float | None, Form(ge=-90, le=90)] = None,
     long: Annotated[float | None, Form(ge=-180, le=180)] = None,
-    address_string: Annotated[str | None, Form(max_length=500)] = None,
-    address_id: Annotated[str | None, Form(max_length=200)] = None,
-    description: Annotated[str | None, Form(max_length=4000)] = None,
-    media_url: Annotated[str | None, Form(max_length=2000)] = None,
-    email: Annotated[str | None, Form(max_length=200)] = None,
-    first_name: Annotated[str | None, Form(max_length=100)] = None,
-    last_name: Annotated[str | None, Form(max_length=100)] = None,
-    phone: Annotated[str | None, Form(max_length=50)] = None,
-    device_id: Annotated[str | None, Form(max_length=200)] = None,
-    account_id: Annotated[str | None, Form(max_length=200)] = None,
-    jurisdiction_id: Annotated[str | None, Form(max_length=200)] = None,
+    address_string: Annotated[Line | None, Form(max_length=500)] = None,
+    address_id: Annotated[Line | None, Form(max_length=200)] = None,
+    description: Annotated[Text | None, Form(max_length=4000)] = None,
+    media_url: Annotated[Line | None, Form(max_length=2000)] = None,
+    email: Annotated[Line | None, Form(max_length=200)] = None,
+    first_name: Annotated[Line | None, Form(max_length=100)] = None,
+    last_name: Annotated[Line | None, Form(max_length=100)] = None,
+    phone: Annotated[Line | None, Form(max_length=50)] = None,
+    device_id: Annotated[Line | None, Form(max_length=200)] = None,
+    account_id: Annotated[Line | None, Form(max_length=200)] = None,
+    jurisdiction_id: Annotated[Line | None, Form(max_length=200)] = None,
     media: Annotated[UploadFile | None, File(description="extension: the photo itself (JPEG)")] = None,
 ) -> Response:
     """File a request; it becomes a citizen report (a candidate case) on the same lifecycle."""

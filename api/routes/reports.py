@@ -10,7 +10,7 @@ from api.deps import CurrentUser, DeskDep, SessionDep
 from api.errors import ForbiddenError
 from api.models import CaseSource, Rule
 from api.routes.common import AUTH_ERRORS, UNPROCESSABLE
-from api.schemas import CasePublic, ErrorPublic
+from api.schemas import CasePublic, ErrorPublic, Line, Text
 from api.services.auth import Role
 from api.services.cases import Report, file_report
 
@@ -37,16 +37,17 @@ def create_report(
     lat: Annotated[float, Form(ge=-90, le=90, description="WGS84")],
     lon: Annotated[float, Form(ge=-180, le=180, description="WGS84")],
     description: Annotated[
-        str, Form(min_length=1, max_length=4000, description="plain text; HTML is removed")
+        Text,
+        Form(min_length=1, max_length=4000, description="plain text; HTML and control characters removed"),
     ],
     photo: Annotated[UploadFile, File(description="JPEG, at most CITYWATCH_REPORT_MAX_PHOTO_BYTES")],
     source: Annotated[
         Literal["citizen", "hotline"], Form(description="随手拍 app or 12319 hotline")
     ] = "citizen",
-    address: Annotated[str | None, Form(max_length=500)] = None,
-    grid: Annotated[str | None, Form(min_length=1, max_length=64)] = None,
-    road: Annotated[str | None, Form(min_length=1, max_length=128)] = None,
-    reporter: Annotated[str | None, Form(max_length=200, description="contact; shown to staff only")] = None,
+    address: Annotated[Line | None, Form(max_length=500)] = None,
+    grid: Annotated[Line | None, Form(min_length=1, max_length=64)] = None,
+    road: Annotated[Line | None, Form(min_length=1, max_length=128)] = None,
+    reporter: Annotated[Line | None, Form(max_length=200, description="contact; shown to staff only")] = None,
 ) -> CasePublic:
     """A report becomes a ``candidate`` case on the same lifecycle (duplicates merged as for cameras).
     Needs a credential: the public app's key (role public), or a reviewer / dispatcher taking a call."""

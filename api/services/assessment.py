@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.core.text import csv_cell
 from api.models import Case, CaseEvent
 from api.services.history import Dispatch, fold
 from api.services.routing import RoutingTable, WeightsConfig
@@ -222,7 +223,9 @@ CSV_HEADERS: dict[str, str] = {
 
 
 def to_csv(rows: Iterable[Row]) -> str:
-    """UTF-8 CSV with a byte-order mark (spreadsheets then read the Chinese headers right)."""
+    """UTF-8 CSV with a byte-order mark (spreadsheets then read the Chinese headers right); a text
+    cell that starts like a formula (``= + - @``, tab, CR: a grid named ``=HYPERLINK(..)``) gets a
+    leading ``'`` so a spreadsheet shows it instead of running it."""
     names = [f.name for f in fields(Row) if f.name in CSV_HEADERS]
     names.sort(key=list(CSV_HEADERS).index)
     buf = io.StringIO()
@@ -230,5 +233,5 @@ def to_csv(rows: Iterable[Row]) -> str:
     writer.writerow([CSV_HEADERS[n] for n in names])
     for row in rows:
         values: dict[str, Any] = asdict(row)
-        writer.writerow(["" if values[n] is None else values[n] for n in names])
+        writer.writerow(["" if values[n] is None else csv_cell(values[n]) for n in names])
     return "\ufeff" + buf.getvalue()

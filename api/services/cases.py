@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.core.db import SQLITE_BEGIN_OPTION
 from api.core.evidence import JPEG_MAGIC
+from api.core.text import clean_text
 from api.errors import CaseNotFoundError, ForbiddenError, PayloadTooLargeError, UnsupportedMediaError
 from api.models import RULE_LABELS, Case, CaseEvent, CaseSource, CaseStatus, Rule, ViolationState
 from api.services.auth import SYSTEM, Principal, Role
@@ -93,8 +94,9 @@ class Report:
 
 
 def clean_description(text: str) -> str:
-    """Plain text only (Open311: no HTML), NULs out, at most 4000 characters."""
-    return _HTML.sub("", text).replace("\x00", "").strip()[:4000]
+    """Plain text only (Open311: no HTML), control characters out (``clean_text``), at most 4000
+    characters."""
+    return clean_text(_HTML.sub("", text))[:4000]
 
 
 def check_photo(photo: bytes, limit: int) -> None:

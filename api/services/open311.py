@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, not_
 
+from api.core.text import xml_text
 from api.models import Case, CaseEvent, CaseSource, CaseStatus, Rule
 from api.schemas import is_overdue
 
@@ -171,7 +172,7 @@ def _put(parent: ET.Element, tag: str, value: Any) -> None:
     elif isinstance(value, bool):
         child.text = "true" if value else "false"
     elif value is not None:
-        child.text = str(value)
+        child.text = xml_text(str(value))  # text stored before the input rules may hold anything
 
 
 def to_xml(root: str, item: str | None, rows: list[dict[str, Any]]) -> bytes:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.core.db import SQLITE_BEGIN_OPTION
+from api.core.text import clean_line
 from api.errors import IngestUnavailableError, InvalidEventError
 from api.ingest.service import IngestOutcome, IngestResult, record_dead_letter
 from api.ingest.validation import DATE_TIME_CHECKER, decode_evidence, decode_payload, parse_datetime
@@ -65,6 +66,9 @@ def parse_result(topic: str, payload: bytes, topic_prefix: str) -> dict[str, Any
     if "stream" in data and data["stream"] != stream:
         raise InvalidEventError(f"topic stream {stream!r} does not match payload stream {data['stream']!r}")
     data["_stream"] = stream
+    data["detector"] = clean_line(data["detector"])  # lands in the history as the actor's name
+    if not data["detector"]:
+        raise InvalidEventError("$.detector: nothing left once control characters are removed")
     return data
 
 
