@@ -65,6 +65,26 @@ class Settings(BaseSettings):
     ingest_max_payload_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="larger messages are dead-lettered without being parsed"
     )
+    mqtt_max_packet_bytes: int | None = Field(
+        default=None,
+        ge=2048,
+        le=268_435_455,
+        description="MQTT 5 Maximum Packet Size (sent in CONNECT): the broker never sends this client a "
+        "larger message. None: twice ingest_max_payload_bytes, so a message somewhat over the payload "
+        "limit still arrives and is dead-lettered with the reason; must exceed ingest_max_payload_bytes",
+    )
+    ingest_queue_max: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="most MQTT messages the ingest holds in memory (queued or in hand, until acked); when "
+        "full, the network thread waits and the rest stays with the broker, unacked",
+    )
+    ingest_queue_max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="most payload bytes the ingest holds in memory (one larger message passes alone)",
+    )
     # -- auth (api/AUTH.md) ------------------------------------------------------------------
     api_keys: list[dict[str, Any]] | None = Field(
         default=None,
