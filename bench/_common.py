@@ -71,3 +71,18 @@ def default_model(pt_override: str | None = None, imgsz: int | None = None) -> M
         entry.name, entry.version, resolve_path(entry, "ultralytics", "fp32"), imgsz or entry.imgsz,
         list(entry.classes), entry.backend, entry.precision, exports,
     )  # fmt: skip
+
+
+def cpu_model() -> str:
+    """The CPU's model name (figures differ between CPUs, e.g. with AMX or without)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        info = []
+    names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    if names:
+        amx = any(line.startswith("flags") and "amx_tile" in line for line in info)
+        return f"{names[0]}, {'with' if amx else 'without'} AMX"
+    import platform
+
+    return platform.processor() or "unknown"

@@ -48,6 +48,15 @@ class ModelConfig(BaseModel):
         default=None, ge=32, le=4096, description="Input size, multiple of 32; None uses the manifest's."
     )
     batch: int = Field(default=8, ge=1, le=64, description="Largest batch of frames per inference call.")
+    tiles: int = Field(
+        default=1,
+        ge=1,
+        le=4,
+        description="1: the whole frame only. n >= 2: also an n x n grid of overlapping tiles, merged with "
+        "the whole-frame pass (small, far objects reach the model at up to n times the detail; up to 1 + n*n "
+        "runs per frame; frames under 1.25 times the model input are not sliced). See "
+        "detector/inference/tiling.py.",
+    )
 
     @field_validator("tune", mode="before")
     @classmethod

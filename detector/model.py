@@ -15,6 +15,7 @@ from pathlib import Path
 
 from detector.config_model import ModelConfig
 from detector.inference import InferenceBackend, load_backend
+from detector.inference.tiling import TiledBackend
 from detector.manifest import ManifestError, ModelEntry, load_manifest, resolve_path, sha256_file
 from detector.pipeline import ModelInfo
 
@@ -146,7 +147,7 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
         backend.class_groups = label_groups(names, labels)
         why = "model.backend in the config" if cfg.backend else f"the file type of model.path ({path.name})"
         log.info("model %s (%s) from %s: %s", path.stem, kind, path, why)
-        return LoadedModel(backend, info, path, kind, "fp32", why)
+        return LoadedModel(_tiled(backend, cfg), info, path, kind, "fp32", why)
     try:
         entry = load_manifest().get(cfg.name)
         choice = choose_backend(entry, cfg, threads)
@@ -159,4 +160,12 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
     info = ModelInfo(entry.name, entry.version, entry.sha256, tuple(entry.classes), dict(entry.rule_labels))
     backend.class_groups = label_groups(info.class_names, info.rule_labels)
     log.info("model %s: %s %s from %s: %s", entry.ref, choice.kind, choice.precision, path, choice.why)
-    return LoadedModel(backend, info, path, choice.kind, choice.precision, choice.why)
+    return LoadedModel(_tiled(backend, cfg), info, path, choice.kind, choice.precision, choice.why)
+
+
+def _tiled(backend: InferenceBackend, cfg: ModelConfig) -> InferenceBackend:
+    """``backend`` with the tile pass of ``cfg.tiles`` (detector/inference/tiling.py) where asked for."""
+    if cfg.tiles < 2:
+        return backend
+    log.info("model runs on the whole frame plus %dx%d tiles (tiles: %d)", cfg.tiles, cfg.tiles, cfg.tiles)
+    return TiledBackend(backend, cfg.tiles)

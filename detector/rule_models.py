@@ -85,12 +85,13 @@ class ModelKey:
     conf: float
     iou: float
     imgsz: int | None
+    tiles: int = 1
 
 
 def model_key(mc: ModelConfig, base_dir: Path | None, ref_of: Callable[[str | None], str]) -> ModelKey:
     path = model_path(mc, base_dir)
     source = f"path:{path.resolve()}" if path is not None else f"ref:{ref_of(mc.name)}"
-    return ModelKey(source, mc.backend, mc.conf, mc.iou, mc.imgsz)
+    return ModelKey(source, mc.backend, mc.conf, mc.iou, mc.imgsz, mc.tiles)
 
 
 def manifest_ref(name: str | None) -> str:

@@ -1,0 +1,94 @@
+"""What the tile pass (``tiles:`` in a model section, detector/inference/tiling.py) costs and what it finds.
+
+    python bench/tiling.py [--model yolov8n-coco] [--grids 1,2,3] [--frames 24] [--batch 8]
+
+Per grid (1 = the whole frame only, the baseline), in one process with the same loaded model:
+``ms_per_frame`` for a 1920x1080 camera frame (the bundled street scene scaled up) in batches of
+``--batch``, its ratio to the baseline, and the vehicles found at >= 0.5 on the real stills of
+``tests/realworld/images`` (``vehicles_ge_0_5``). Prints one JSON object; the CPU model is in ``cpu``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import _common
+import cv2
+import numpy as np
+
+from detector.config_model import ModelConfig
+from detector.model import load_model
+
+STILLS = _common.REPO / "tests" / "realworld" / "images"
+VEHICLE_CLASSES = {"car", "truck", "bus", "motorcycle", "vehicle"}
+
+
+def camera_frame() -> np.ndarray:
+    """A 1080p frame: the first frame of the bundled street clip, scaled up."""
+    clip = _common.REPO / "tests" / "realworld" / "videos" / "street_curbside_parked_cars_fixedcam.mp4"
+    cap = cv2.VideoCapture(str(clip))
+    ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        raise SystemExit(f"cannot read a frame of {clip}")
+    return cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_LINEAR)
+
+
+def vehicles(model_name: str, grid: int, stills: list[Path]) -> dict[str, int]:
+    loaded = load_model(ModelConfig(name=model_name, tiles=grid, conf=0.25))
+    out = {}
+    for path in stills:
+        image = cv2.imread(str(path))
+        dets = loaded.backend.infer([image])[0]
+        names = [str(n) for n in dets.class_name]
+        out[path.name] = int(
+            sum(1 for n, s in zip(names, dets.confidence, strict=True) if n in VEHICLE_CLASSES and s >= 0.5)
+        )
+    loaded.backend.close()
+    return out
+
+
+def timing(model_name: str, grid: int, frames: int, batch: int) -> float:
+    loaded = load_model(ModelConfig(name=model_name, tiles=grid, conf=0.25, batch=batch))
+    frame = camera_frame()
+    loaded.backend.infer([frame] * batch)  # warm-up
+    start = time.perf_counter()
+    done = 0
+    while done < frames:
+        loaded.backend.infer([frame] * batch)
+        done += batch
+    elapsed = time.perf_counter() - start
+    loaded.backend.close()
+    return 1000.0 * elapsed / done
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="yolov8n-coco")
+    p.add_argument("--grids", default="1,2,3")
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--batch", type=int, default=8)
+    args = p.parse_args()
+    grids = [int(g) for g in args.grids.split(",")]
+    stills = sorted(STILLS.glob("*.jpg"))
+    rows = []
+    for grid in grids:
+        _common.log(f"grid {grid}: timing {args.frames} 1080p frames")
+        ms = timing(args.model, grid, args.frames, args.batch)
+        rows.append(
+            {
+                "grid": grid,
+                "ms_per_frame": round(ms, 1),
+                "vehicles_ge_0_5": vehicles(args.model, grid, stills),
+            }
+        )
+    base = rows[0]["ms_per_frame"] if rows and rows[0]["grid"] == 1 else None
+    for row in rows:
+        row["ratio"] = round(row["ms_per_frame"] / base, 2) if base else None
+    _common.emit({"model": args.model, "cpu": _common.cpu_model(), "frame": "1920x1080", "grids": rows})
+
+
+if __name__ == "__main__":
+    main()
