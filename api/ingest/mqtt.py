@@ -5,14 +5,22 @@
   messages that arrive while the API is down, and delivers them on reconnect. ``auto`` tries
   MQTT 5 and falls back to 3.1.1 when the broker refuses it.
 - MQTT 5 ``Receive Maximum``: the broker may send up to that many unacknowledged messages
-  (Mosquitto's own window for 3.1.1 clients, ``max_inflight_messages``, is 20).
+  (Mosquitto's own window for 3.1.1 clients, ``max_inflight_messages``, is 20); MQTT 5
+  ``Maximum Packet Size``: the broker never sends a larger message (``mqtt_max_packet_bytes``,
+  by default twice ``ingest_max_payload_bytes``: what lies between is dead-lettered with the reason).
+- A bounded inbox (``api.ingest.inbox``): at most ``ingest_queue_max`` messages and
+  ``ingest_queue_max_bytes`` held, queued or in hand, until acked. When full, the network thread
+  waits (nothing more is read or acked) and the rest stays with the broker: memory stays bounded
+  through a flood or a database outage, and nothing accepted is lost.
 - ``manual_ack=True``: the network thread only queues a message. One thread takes everything
   queued (up to ``ingest_batch_max``), parses it and stores its evidence (``prepare_batch``) while
   a second commits the previous batch in one transaction (``commit_batch``) and only then sends
   its PUBACKs, in arrival order. A crash before the commit means the broker delivers the messages
   again (the upsert is idempotent). A batch the database refuses is ingested one message at a time.
-- A message received on an earlier connection is processed but not acked: the broker redelivers
-  it on the new connection, where its packet id may now name another message.
+- A message received on an earlier connection is never acked: the broker redelivers it on the new
+  connection, where its packet id may now name another message. When the new connection finds the
+  session, the old copies still queued are dropped (the broker sends them again) instead of piling
+  up beside the new ones; those already in hand are processed (idempotent) but not acked.
 - Database outages: the same messages are retried with backoff, never dropped, never acked early.
 - Reconnects forever with backoff (paho ``loop_start`` + ``reconnect_delay_set``); TLS, client
   certificates and username/password from the settings.
@@ -28,7 +36,6 @@ import queue
 import ssl
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -43,6 +50,7 @@ from api.core.config import Settings
 from api.core.evidence import EvidenceStore
 from api.errors import ConfigError, IngestUnavailableError
 from api.ingest.batch import Message, Prepared, commit_batch, prepare_batch
+from api.ingest.inbox import Held, Inbox
 from api.ingest.service import IngestOutcome, IngestResult, ingest_event, record_dead_letter
 from api.services.routing import RoutingTable
 
@@ -62,12 +70,19 @@ class _Stopped:
 
 
 STOPPED = _Stopped()
+_Received = Held[mqtt.MQTTMessage]
 
 
-@dataclass(frozen=True, slots=True)
-class _Received:
-    message: mqtt.MQTTMessage
-    generation: int
+def max_packet_bytes(settings: Settings) -> int:
+    """The MQTT 5 Maximum Packet Size to ask for: larger than the payload limit, so a message
+    somewhat over it still arrives and is dead-lettered with the reason."""
+    limit = settings.ingest_max_payload_bytes
+    chosen = settings.mqtt_max_packet_bytes
+    if chosen is not None and chosen <= limit:
+        raise ConfigError(
+            f"CITYWATCH_MQTT_MAX_PACKET_BYTES={chosen} must exceed CITYWATCH_INGEST_MAX_PAYLOAD_BYTES={limit}"
+        )
+    return min(chosen or 2 * limit, 268_435_455)
 
 
 class MqttIngest:
@@ -85,7 +100,10 @@ class MqttIngest:
         self._session_factory = session_factory
         self._store = evidence_store
         self._routing = routing
-        self._queue: queue.Queue[_Received] = queue.Queue()
+        self._max_packet = max_packet_bytes(settings)
+        self._inbox: Inbox[mqtt.MQTTMessage] = Inbox(
+            settings.ingest_queue_max, settings.ingest_queue_max_bytes
+        )
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._lifecycle = threading.Lock()  # start / stop / protocol fallback
@@ -140,6 +158,7 @@ class MqttIngest:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.mqtt_session_expiry_s
         props.ReceiveMaximum = s.mqtt_receive_maximum
+        props.MaximumPacketSize = self._max_packet
         client.connect_async(
             s.mqtt_host, s.mqtt_port, keepalive=s.mqtt_keepalive_s, clean_start=False, properties=props
         )
@@ -175,6 +194,9 @@ class MqttIngest:
         with self._lock:
             self._connected = True
             self._generation += 1
+            generation = self._generation
+        if flags.session_present:  # the broker re-sends what the old connection left unacked
+            self._inbox.drop_older(generation, keep=lambda m: m.qos == 0)
         topic = s.violations_topic_filter
         client.subscribe(topic, qos=1)
         version = "5" if self._v5 else "3.1.1"
@@ -206,7 +228,8 @@ class MqttIngest:
         with self._lock:
             generation = self._generation if client is self._client else -1
             self._counts["received"] += 1
-            self._queue.put(_Received(message, generation))
+        # blocks (this network thread) while the inbox is full; never under self._lock
+        self._inbox.put(message, len(message.payload) + len(message.topic), generation, self._stop)
 
     # -- worker -----------------------------------------------------------------------------
     def _ingest_one(self, message: mqtt.MQTTMessage) -> IngestResult:
@@ -236,7 +259,7 @@ class MqttIngest:
         if len(batch) == 1:
             return None
         s = self._settings
-        messages = [Message(r.message.topic, bytes(r.message.payload)) for r in batch]
+        messages = [Message(r.item.topic, bytes(r.item.payload)) for r in batch]
         try:
             return prepare_batch(
                 messages,
@@ -265,7 +288,7 @@ class MqttIngest:
                 return results
             with self._lock:
                 self._counts["batch_fallbacks"] += 1
-        return [self._ingest_one(r.message) for r in batch]
+        return [self._ingest_one(r.item) for r in batch]
 
     def _until_done(self, step: Callable[[], _T]) -> _T | _Stopped:
         """Run ``step`` until it stops raising ``IngestUnavailableError`` (backoff), or until stop."""
@@ -285,33 +308,22 @@ class MqttIngest:
     def _ack(self, batch: Sequence[_Received]) -> None:
         with self._lock:
             live = self._connected
-            current = [r for r in batch if r.message.qos > 0 and live and r.generation == self._generation]
+            current = [r for r in batch if r.item.qos > 0 and live and r.generation == self._generation]
             self._counts["acked"] += len(current)
-            self._counts["not_acked"] += sum(1 for r in batch if r.message.qos > 0) - len(current)
+            self._counts["not_acked"] += sum(1 for r in batch if r.item.qos > 0) - len(current)
             client = self._client
         for r in current:
-            client.ack(r.message.mid, r.message.qos)
-
-    def _take(self) -> list[_Received]:
-        try:
-            batch = [self._queue.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        while len(batch) < self._settings.ingest_batch_max:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+            client.ack(r.item.mid, r.item.qos)
 
     def _run_prepare(self) -> None:
         """Stage 1 thread: takes what has arrived, prepares it while stage 2 commits the last batch."""
         while not self._stop.is_set():
-            batch = self._take()
+            batch = self._inbox.take(self._settings.ingest_batch_max, timeout=0.2)
             if not batch:
                 continue
             prepared = self._until_done(functools.partial(self._prepare, batch))
             if isinstance(prepared, _Stopped):
+                self._inbox.release(batch)
                 return
             while not self._stop.is_set():
                 try:
@@ -329,6 +341,7 @@ class MqttIngest:
                 continue
             results = self._until_done(functools.partial(self._commit, batch, prepared))
             if isinstance(results, _Stopped):
+                self._inbox.release(batch)
                 return  # not committed: the messages stay unacked and come back
             with self._lock:
                 for result in results:
@@ -336,6 +349,7 @@ class MqttIngest:
                 self._counts["batches"] += 1
                 self._last_message_at = datetime.now(UTC)
             self._ack(batch)
+            self._inbox.release(batch)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -381,7 +395,8 @@ class MqttIngest:
                 "events_ingested": sum(counts[o.value] for o in _INGESTED),
                 "dead_letters": counts[IngestOutcome.dead_letter.value],
                 "counts": counts,
-                "queued": self._queue.qsize() + self._prepared.qsize(),
+                "queued": self._inbox.qsize() + self._prepared.qsize(),
+                "inbox": self._inbox.stats(),
                 "last_message_at": self._last_message_at,
                 "last_error": self._last_error,
             }

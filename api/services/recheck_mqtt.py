@@ -3,13 +3,15 @@
 A second connection beside the violation ingest (client id ``<mqtt_client_id>-recheck``), so the
 two evolve apart: persistent session (``clean_session=False``), QoS 1, ``manual_ack`` — an
 answer is acknowledged only once its outcome is committed, and retried with backoff while the
-database is away. Reconnects forever (paho ``loop_start``).
+database is away. Reconnects forever (paho ``loop_start``). Answers wait in a bounded inbox
+(``api.ingest.inbox``, the ingest's ``ingest_queue_max`` / ``ingest_queue_max_bytes``): when it is
+full the network thread waits and the broker keeps the rest; after a reconnect that found the
+session, copies from the old connection still queued are dropped (the broker sends them again).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import ssl
 import threading
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from api.core.config import Settings
 from api.errors import IngestUnavailableError
+from api.ingest.inbox import Inbox
 from api.ingest.service import IngestResult, record_dead_letter
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,9 @@ class RecheckMqtt:
         self._settings = settings
         self._sessions = session_factory
         self._handler = handler
-        self._queue: queue.Queue[tuple[mqtt.MQTTMessage, int]] = queue.Queue()
+        self._inbox: Inbox[mqtt.MQTTMessage] = Inbox(
+            settings.ingest_queue_max, settings.ingest_queue_max_bytes
+        )
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._generation = 0
@@ -73,13 +78,16 @@ class RecheckMqtt:
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any) -> None:
         if reason.is_failure:
             self.last_error = f"broker refused the connection: {reason}"
             return
         with self._lock:
             self._connected = True
             self._generation += 1
+            generation = self._generation
+        if flags.session_present:  # the broker re-sends what the old connection left unacked
+            self._inbox.drop_older(generation, keep=lambda m: m.qos == 0)
         client.subscribe(self._settings.recheck_results_topic_filter, qos=1)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, _r: ReasonCode, _p: Any) -> None:
@@ -89,7 +97,9 @@ class RecheckMqtt:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self._queue.put((message, self._generation))
+            generation = self._generation
+        # blocks (this network thread) while the inbox is full; never under self._lock
+        self._inbox.put(message, len(message.payload) + len(message.topic), generation, self._stop)
 
     def _handle(self, message: mqtt.MQTTMessage) -> bool:
         """Handle until committed; False when asked to stop first (the answer stays unacked)."""
@@ -118,17 +128,19 @@ class RecheckMqtt:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                message, generation = self._queue.get(timeout=0.2)
-            except queue.Empty:
+            batch = self._inbox.take(1, timeout=0.2)
+            if not batch:
                 continue
+            message, generation = batch[0].item, batch[0].generation
             if not self._handle(message):
+                self._inbox.release(batch)
                 break
             self.counts["answers"] += 1
             with self._lock:
                 current = self._connected and generation == self._generation
             if current and message.qos > 0:
                 self._client.ack(message.mid, message.qos)
+            self._inbox.release(batch)
 
     def publish(self, topic: str, payload: bytes) -> bool:
         """QoS 1; True once the broker acknowledged it."""
@@ -172,6 +184,7 @@ class RecheckMqtt:
         return {
             "connected": self.connected,
             **self.counts,
-            "queued": self._queue.qsize(),
+            "queued": self._inbox.qsize(),
+            "inbox": self._inbox.stats(),
             "last_error": self.last_error,
         }
