@@ -1,25 +1,110 @@
-"""``python -m api [--host 127.0.0.1] [--port 8000]``: run the case API with uvicorn."""
+"""``python -m api [--host 127.0.0.1] [--port 8000] [--dev]``: run the case API with uvicorn.
+``python -m api retention [--dry-run]``: one retention pass (api/services/retention.py).
+
+The API does not start without credentials: set ``CITYWATCH_API_KEYS`` or
+``CITYWATCH_API_KEYS_FILE`` (api/AUTH.md), or ask for dev mode (``--dev`` or
+``CITYWATCH_DEV_MODE=true``: the documented dev keys), which listens on loopback only.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
+from dataclasses import asdict
 
 import uvicorn
+from pydantic import ValidationError
 
-from api.main import create_app
+from api.core.config import Settings
+from api.core.ingress import is_loopback
+from api.errors import ConfigError
+from api.services.auth import Authenticator
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def main(argv: list[str] | None = None) -> None:
+def check_startup(settings: Settings, host: str) -> None:
+    """Raise ``ConfigError`` when the API must not start: no keys and no dev mode, a broken key
+    configuration, or dev mode on an address beyond loopback."""
+    Authenticator.from_settings(settings)
+    if settings.dev_mode and not is_loopback(host):
+        raise ConfigError(
+            f"dev mode listens on loopback only, and --host {host} is not a loopback address: use "
+            "--host 127.0.0.1 (or ::1), or configure keys (CITYWATCH_API_KEYS or CITYWATCH_API_KEYS_FILE) "
+            "and unset CITYWATCH_DEV_MODE to listen beyond this machine"
+        )
+
+
+def _settings(dev: bool = False) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={"dev_mode": True}) if dev else settings
+
+
+def serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m api", description="citywatch case API")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="dev mode: the documented dev keys of api/AUTH.md, loopback only (= CITYWATCH_DEV_MODE=true)",
+    )
     args = parser.parse_args(argv)
-    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=args.log_level.upper(), format=log_format)
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    try:
+        settings = _settings(args.dev)
+        check_startup(settings, args.host)
+    except (ConfigError, ValidationError) as exc:
+        print(f"python -m api: not starting: {exc}", file=sys.stderr)
+        return 2
+    from api.main import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def retention(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m api retention",
+        description="delete photos of cases that ended CITYWATCH_RETENTION_PHOTO_DAYS ago (unless a live "
+        "case uses them) and dead letters older than CITYWATCH_RETENTION_DEAD_LETTER_DAYS",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="INFO", format=LOG_FORMAT)
+    from api.core.db import create_db_engine, create_session_factory
+    from api.core.evidence import EvidenceStore
+    from api.core.migrate import run_migrations
+    from api.models import utcnow
+    from api.services.retention import run_retention
+
+    try:
+        settings = Settings()
+        engine = create_db_engine(settings.database_url)
+    except (ConfigError, ValidationError) as exc:
+        print(f"python -m api retention: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run_migrations(engine)
+        store = EvidenceStore(settings.evidence_dir)
+        report = run_retention(
+            create_session_factory(engine), store, settings, utcnow(), dry_run=args.dry_run
+        )
+    finally:
+        engine.dispose()
+    print(json.dumps({"dry_run": args.dry_run, **asdict(report)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "retention":
+        return retention(args[1:])
+    return serve(args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,17 +50,7 @@ def optional_principal(
 ) -> Principal | None:
     """The caller, or None without a credential; a credential the API does not know is a 401."""
     auth: Authenticator = request.app.state.auth
-    if api_key:
-        principal = auth.principal_for_key(api_key)
-        if principal is None:
-            raise AuthenticationError("unknown API key")
-        return principal
-    if token:
-        principal = auth.principal_for_token(token)
-        if principal is None:
-            raise AuthenticationError("invalid or expired bearer token; get a new one from POST /auth/token")
-        return principal
-    return None
+    return auth.resolve(api_key, token)
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]

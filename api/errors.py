@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class CityWatchAPIError(Exception):
     """Base of every error the case API raises on purpose."""
@@ -82,3 +84,25 @@ class PayloadTooLargeError(CityWatchAPIError):
 
 class UnsupportedMediaError(CityWatchAPIError):
     """An upload of a type the API does not take; answers 415."""
+
+
+class RateLimitedError(CityWatchAPIError):
+    """A caller (key or client address) is over its quota; answers 429 with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EvidenceFullError(CityWatchAPIError, OSError):
+    """The evidence store's free space is at its floor; answers 507 to an upload.
+
+    An ``OSError`` (ENOSPC) as well, so the ingest treats it as the store refusing a write:
+    the message is retried once there is room again, never lost."""
+
+    def __init__(self, message: str) -> None:
+        OSError.__init__(self, errno.ENOSPC, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -18,27 +18,33 @@ from starlette.concurrency import run_in_threadpool
 from api.core.config import Settings
 from api.core.db import create_db_engine, create_session_factory
 from api.core.evidence import EvidenceStore
+from api.core.ingress import IngressGuard
 from api.core.migrate import run_migrations
+from api.core.ratelimit import RateLimiter
 from api.errors import (
     AuthenticationError,
     ConflictError,
+    EvidenceFullError,
     ForbiddenError,
     IllegalTransitionError,
     InvalidDigestError,
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitedError,
     UnsupportedMediaError,
 )
 from api.ingest.mqtt import MqttIngest
 from api.models import utcnow
 from api.routes import assessment, auth, cases, health, lifecycle, open311, recheck, reports
 from api.routes.common import validation_error
+from api.routes.limits import build_policies, report_quotas
 from api.services.auth import Authenticator
 from api.services.lifecycle import Desk
 from api.services.recheck import RecheckSender
 from api.services.recheck_answers import handle_result
 from api.services.recheck_mqtt import RecheckMqtt
+from api.services.retention import RetentionTask
 from api.services.routing import RoutingTable
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,11 @@ async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, IllegalTransitionError):
         body.update(action=exc.action, status=exc.status, allowed=exc.allowed)
     return JSONResponse(status_code=409, content=body)
+
+
+async def _rate_limited(_request: Request, exc: Exception) -> JSONResponse:
+    wait = exc.retry_after_s if isinstance(exc, RateLimitedError) else 60
+    return JSONResponse(status_code=429, content={"detail": str(exc)}, headers={"Retry-After": str(wait)})
 
 
 async def _unprocessable(_request: Request, exc: Exception) -> JSONResponse:
@@ -86,7 +97,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         engine = create_db_engine(settings.database_url)
         try:
             await run_in_threadpool(run_migrations, engine)
-            store = EvidenceStore(settings.evidence_dir)
+            store = EvidenceStore(
+                settings.evidence_dir,
+                upload_floor_bytes=settings.evidence_upload_floor_bytes,
+                ingest_floor_bytes=settings.evidence_ingest_floor_bytes,
+            )
             store.ensure_writable()
             session_factory = create_session_factory(engine)
             desk = Desk(routing=routing, settings=settings, store=store, clock=clock)
@@ -108,8 +123,14 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             )
             sender = RecheckSender(settings, session_factory, answers.publish, clock) if answers else None
             app.state.ingest, app.state.recheck_mqtt, app.state.recheck_sender = ingest, answers, sender
-            started: list[MqttIngest | RecheckMqtt | RecheckSender] = [
-                x for x in (ingest, answers, sender) if x
+            retention = (
+                RetentionTask(settings, session_factory, store, clock)
+                if settings.retention_interval_s
+                else None
+            )
+            app.state.retention = retention
+            started: list[MqttIngest | RecheckMqtt | RecheckSender | RetentionTask] = [
+                x for x in (ingest, answers, sender, retention) if x
             ]
             for part in started:
                 part.start()
@@ -131,6 +152,10 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     )
     app.state.settings = settings
     app.state.clock = clock
+    app.state.limiter = limiter = RateLimiter(max_tracked=settings.rate_max_tracked)
+    app.state.report_quotas = report_quotas(settings)
+    policies, default = build_policies(settings, open311_error=open311.ingress_error)
+    app.add_middleware(IngressGuard, policies=policies, default=default, limiter=limiter)
     app.add_exception_handler(NotFoundError, _detail(404))
     app.add_exception_handler(InvalidDigestError, _detail(404))
     app.add_exception_handler(AuthenticationError, _detail(401, {"WWW-Authenticate": "Bearer"}))
@@ -139,6 +164,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.add_exception_handler(InvalidRequestError, _unprocessable)
     app.add_exception_handler(PayloadTooLargeError, _detail(413))
     app.add_exception_handler(UnsupportedMediaError, _detail(415))
+    app.add_exception_handler(RateLimitedError, _rate_limited)
+    app.add_exception_handler(EvidenceFullError, _detail(507))
     app.add_exception_handler(RequestValidationError, validation_error)
     for module in (health, auth, cases, lifecycle, reports, assessment, recheck, open311):
         app.include_router(module.router)

@@ -20,7 +20,10 @@ operators
   status [--config FILE]    each stream's state (live, stalled, failed...) as last published on MQTT
   replay VIDEO --stream ID  run the pipeline on a file as fast as possible, events to --out JSONL
   demo [--config FILE]      broker (embedded if none answers) + API + detector on the sample streams
-  api [--host H --port P]   run the case API (also: python -m api)
+  api [--host H --port P] [--dev]
+                            run the case API (also: python -m api); it needs API keys
+                            (api/AUTH.md), or --dev for the documented keys on loopback
+  api retention [--dry-run] delete old photos of ended cases and old dead letters
 
 drone team
   survey INPUT --out DIR [--baseline DIR] [--publish] [--resume] [--ray ADDR]

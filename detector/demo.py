@@ -76,12 +76,19 @@ def main(argv: list[str] | None = None) -> int:
             "CITYWATCH_MQTT_HOST": cfg.mqtt.host,
             "CITYWATCH_MQTT_PORT": str(cfg.mqtt.port),
             "CITYWATCH_MQTT_TOPIC_PREFIX": cfg.mqtt.topic_prefix,
+            # the demo asks for dev mode (documented keys, loopback only) and lets /cases be read
+            # without a key, so the links below open in a browser
+            "CITYWATCH_ANONYMOUS_READ": "true",
         }
     )
+    for configured in ("CITYWATCH_API_KEYS", "CITYWATCH_API_KEYS_FILE", "CITYWATCH_DEV_MODE"):
+        env.pop(configured, None)
     if a.database_url or cfg.api.database_url:
         env["CITYWATCH_DATABASE_URL"] = a.database_url or cfg.api.database_url or ""
     host, port = api.hostname or "127.0.0.1", api.port or 8000
-    proc = subprocess.Popen([sys.executable, "-m", "api", "--host", host, "--port", str(port)], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "--dev", "--host", host, "--port", str(port)], env=env
+    )
     det: Detector | None = None
     stop = False
 

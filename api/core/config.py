@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.core.ratelimit import Quota, parse_quota
 
 _TOPIC_SEGMENT_FORBIDDEN = ("+", "#")
 
@@ -89,12 +91,17 @@ class Settings(BaseSettings):
     api_keys: list[dict[str, Any]] | None = Field(
         default=None,
         description='JSON list of {"key" or "key_sha256", "name", "role", "unit"}; with api_keys_file unset '
-        "too, the documented dev keys are used and printed at start-up",
+        "too the API does not start, unless dev_mode asks for the documented dev keys",
     )
     api_keys_file: Path | None = Field(default=None, description="YAML file with an `api_keys:` list")
-    anonymous_read: bool | None = Field(
-        default=None,
-        description="let requests without a credential read /cases; default: only in dev mode (no keys set)",
+    anonymous_read: bool = Field(
+        default=False,
+        description="let requests without a credential read /cases (dev mode included: off unless set)",
+    )
+    dev_mode: bool = Field(
+        default=False,
+        description="with no key configured, accept the documented dev keys (api/AUTH.md); the API then "
+        "binds and answers loopback only. Without keys and without dev mode the API does not start",
     )
     token_secret: SecretStr | None = Field(
         default=None,
@@ -123,6 +130,91 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="absolute base for media_url in Open311 answers, e.g. https://cases.example"
     )
+    # -- ingress limits, quotas, disk floors, retention (SECURITY.md) ------------------------
+    form_overhead_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="bytes a form route takes on top of its photo (text fields, multipart framing)",
+    )
+    json_max_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=8 * 1024 * 1024, description="largest body of every other route"
+    )
+    rate_reports_per_key: str = Field(
+        default="600/h",
+        description="reports and Open311 requests one credential may file (AMOUNT/PERIOD, 0 = no limit); "
+        "the citizen app's public key is shared by all its users",
+    )
+    rate_reports_per_address: str = Field(
+        default="20/h", description="reports and Open311 requests one client address (IPv6: /64) may file"
+    )
+    rate_report_bytes_per_key: str = Field(default="2GiB/h", description="upload bytes per credential")
+    rate_report_bytes_per_address: str = Field(default="50MiB/h", description="upload bytes per address")
+    rate_token_per_address: str = Field(default="120/h", description="POST /auth/token calls per address")
+    rate_max_tracked: int = Field(
+        default=100_000, ge=100, description="most quota buckets kept in memory (least recently used go)"
+    )
+    evidence_upload_floor_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        description="HTTP uploads get 507 when they would leave less free space in evidence_dir (0: off)",
+    )
+    evidence_ingest_floor_bytes: int = Field(
+        default=128 * 1024**2,
+        ge=0,
+        description="camera evidence (MQTT, re-check answers) waits (is retried) below this free space; "
+        "at most the upload floor",
+    )
+    retention_photo_days: int = Field(
+        default=365,
+        ge=0,
+        description="photos of ended cases (closed, rejected, merged) untouched this long are deleted "
+        "unless a live case still uses them (0: keep forever)",
+    )
+    retention_dead_letter_days: int = Field(
+        default=30, ge=0, description="dead letters older than this are deleted (0: keep forever)"
+    )
+    retention_interval_s: float = Field(
+        default=6 * 3600.0,
+        ge=0,
+        description="how often the API runs the retention task (0: never; `python -m api retention` then)",
+    )
+
+    @field_validator(
+        "rate_reports_per_key",
+        "rate_reports_per_address",
+        "rate_report_bytes_per_key",
+        "rate_report_bytes_per_address",
+        "rate_token_per_address",
+    )
+    @classmethod
+    def _check_quota(cls, value: str) -> str:
+        parse_quota(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.evidence_ingest_floor_bytes > self.evidence_upload_floor_bytes > 0:
+            raise ValueError(
+                "evidence_ingest_floor_bytes must be at most evidence_upload_floor_bytes: "
+                "camera evidence must still be stored when uploads are refused"
+            )
+        body = self.upload_max_bytes
+        for name in ("rate_report_bytes_per_key", "rate_report_bytes_per_address"):
+            quota = parse_quota(getattr(self, name))
+            if quota is not None and quota.amount < body:
+                raise ValueError(f"{name} must allow at least one upload ({body} bytes)")
+        return self
+
+    @property
+    def upload_max_bytes(self) -> int:
+        """The largest body of a form route with a photo: the photo limit plus the form overhead."""
+        return self.report_max_photo_bytes + self.form_overhead_bytes
+
+    def quota(self, name: str) -> Quota | None:
+        """The parsed ``rate_*`` setting ``name`` (None: no limit)."""
+        value: str = getattr(self, name)
+        return parse_quota(value)
 
     @field_validator("mqtt_topic_prefix")
     @classmethod

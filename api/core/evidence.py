@@ -4,6 +4,12 @@ A file's name is its sha256 and nothing else (``<root>/<ab>/<abcdef...>.jpg``): 
 checked against ``^[0-9a-f]{64}$`` before a path is built, so no string from a request or a
 message ever becomes part of a filesystem path. Writes are atomic (temp file + rename) and
 idempotent (the same bytes always land on the same name).
+
+Two free-space floors keep uploads from starving the cameras: an HTTP upload (citizen report,
+Open311 request, rectification photo) is refused (``EvidenceFullError``, 507) when it would
+leave less than ``upload_floor_bytes`` free; camera evidence (MQTT ingest, re-check answers)
+may go below that, down to the lower ``ingest_floor_bytes``. ``free_space`` is a function so a
+test can simulate a disk filled to the floor.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from api.errors import ConfigError, EvidenceNotFoundError, InvalidDigestError
+from api.errors import ConfigError, EvidenceFullError, EvidenceNotFoundError, InvalidDigestError
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -26,9 +34,41 @@ def check_sha256(digest: str) -> str:
     return digest
 
 
+def disk_free_bytes(path: Path) -> int:
+    """Bytes free for an unprivileged writer on ``path``'s file system."""
+    return shutil.disk_usage(path).free
+
+
 class EvidenceStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        upload_floor_bytes: int = 0,
+        ingest_floor_bytes: int = 0,
+        free_space: Callable[[Path], int] = disk_free_bytes,
+    ) -> None:
         self.root = Path(root).resolve()
+        self.upload_floor_bytes = upload_floor_bytes
+        self.ingest_floor_bytes = ingest_floor_bytes
+        self.free_space = free_space
+
+    def free_bytes(self) -> int:
+        return self.free_space(self.root)
+
+    def check_room(self, size: int, *, upload: bool) -> None:
+        """Raise ``EvidenceFullError`` when writing ``size`` bytes would cross the floor
+        (``upload``: the upload floor; otherwise the lower ingest floor)."""
+        floor = self.upload_floor_bytes if upload else self.ingest_floor_bytes
+        if floor <= 0:
+            return
+        free = self.free_bytes()
+        if free - size < floor:
+            who = "uploads" if upload else "camera evidence"
+            raise EvidenceFullError(
+                f"the evidence store is full for {who}: {free} bytes free, the floor is {floor} bytes; "
+                "try again later"
+            )
 
     def ensure_writable(self) -> None:
         try:
@@ -45,12 +85,14 @@ class EvidenceStore:
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
-    def put(self, data: bytes) -> str:
-        """Store ``data``; return its sha256. Raises ``OSError`` when the disk refuses."""
+    def put(self, data: bytes, *, upload: bool = False) -> str:
+        """Store ``data``; return its sha256. Raises ``OSError`` when the disk refuses, and
+        ``EvidenceFullError`` (an ``OSError``) below the floor (``upload``: the upload floor)."""
         digest = hashlib.sha256(data).hexdigest()
         target = self.path_for(digest)
         if target.is_file():
             return digest
+        self.check_room(len(data), upload=upload)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".incoming-", suffix=".tmp", dir=target.parent)
         try:
@@ -63,6 +105,14 @@ class EvidenceStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return digest
+
+    def remove(self, digest: str) -> bool:
+        """Delete the file of ``digest`` (retention); False when it was not there."""
+        try:
+            self.path_for(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def read(self, digest: str) -> bytes:
         path = self.path_for(digest)

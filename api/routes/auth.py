@@ -8,7 +8,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import CurrentUser
-from api.routes.common import AUTH_ERRORS
+from api.routes.common import AUTH_ERRORS, BODY_ERRORS, QUOTA_ERRORS
+from api.routes.limits import form_limits
 from api.schemas import PrincipalPublic, TokenPublic
 from api.services.auth import Authenticator
 
@@ -22,7 +23,13 @@ def _oauth_error(error: str, description: str, status: int = 400) -> JSONRespons
 @router.post(
     "/token",
     response_model=TokenPublic,
-    responses={400: {"description": "OAuth2 error (RFC 6749 §5.2)"}, 401: {"description": "invalid_client"}},
+    responses={
+        400: {"description": "OAuth2 error (RFC 6749 §5.2)"},
+        401: {"description": "invalid_client"},
+        **BODY_ERRORS,
+        **QUOTA_ERRORS,
+    },
+    form_limits=form_limits(files=0, fields=10),
 )
 def issue_token(
     request: Request,

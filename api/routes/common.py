@@ -29,6 +29,16 @@ UNPROCESSABLE: Responses = {
     400: {"model": ErrorPublic, "description": "the body cannot be parsed (not JSON, broken multipart)"},
     422: {"description": "invalid input, or an impossible request (unknown unit...)"},
 }
+BODY_ERRORS: Responses = {  # answered by the ingress guard before the body is read (api/core/ingress.py)
+    413: {"model": ErrorPublic, "description": "the body (or the photo) is over the route's size limit"},
+    415: {"model": ErrorPublic, "description": "the body's Content-Type is not one the route takes"},
+}
+QUOTA_ERRORS: Responses = {
+    429: {"model": ErrorPublic, "description": "over the quota of the key or the address; see Retry-After"},
+}
+UPLOAD_ERRORS: Responses = {
+    507: {"model": ErrorPublic, "description": "the evidence store is at its upload floor; try later"},
+}
 
 
 async def validation_error(_request: Request, exc: Exception) -> JSONResponse:

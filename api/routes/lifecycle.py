@@ -13,7 +13,8 @@ from fastapi import APIRouter, Body, File, Form, Request, UploadFile
 
 from api.deps import CurrentUser, DeskDep, SessionDep
 from api.routes.cases import CaseId
-from api.routes.common import AUTH_ERRORS, CONFLICT, NOT_FOUND, UNPROCESSABLE
+from api.routes.common import AUTH_ERRORS, BODY_ERRORS, CONFLICT, NOT_FOUND, UNPROCESSABLE, UPLOAD_ERRORS
+from api.routes.limits import form_limits
 from api.schemas import (
     CaseEventPublic,
     CasePublic,
@@ -31,7 +32,9 @@ from api.services.cases import check_photo, perform
 from api.services.lifecycle import Action, Desk, Params
 
 router = APIRouter(
-    prefix="/cases", tags=["lifecycle"], responses={**AUTH_ERRORS, **NOT_FOUND, **CONFLICT, **UNPROCESSABLE}
+    prefix="/cases",
+    tags=["lifecycle"],
+    responses={**AUTH_ERRORS, **NOT_FOUND, **CONFLICT, **UNPROCESSABLE, **BODY_ERRORS},
 )
 OptionalNote = Annotated[NoteIn | None, Body()]
 
@@ -44,8 +47,9 @@ def _run(
     case_id: int,
     action: Action,
     params: Params,
+    photo: bytes | None = None,
 ) -> TransitionPublic:
-    outcome = perform(session, desk, case_id, action, user, params)
+    outcome = perform(session, desk, case_id, action, user, params, photo=photo)
     sender = getattr(request.app.state, "recheck_sender", None)
     if outcome.recheck_queued and sender is not None:
         sender.wake()
@@ -154,7 +158,12 @@ def hold(
     return _run(request, session, desk, user, case_id, Action.hold, _note(body))
 
 
-@router.post("/{case_id}/dispose", response_model=TransitionPublic)
+@router.post(
+    "/{case_id}/dispose",
+    response_model=TransitionPublic,
+    responses=UPLOAD_ERRORS,
+    form_limits=form_limits(files=1, fields=5),
+)
 def dispose(
     request: Request,
     session: SessionDep,
@@ -165,14 +174,15 @@ def dispose(
     photo: Annotated[UploadFile | None, File(description="rectification photo (JPEG)")] = None,
 ) -> TransitionPublic:
     """处置: the field unit reports the rectification. A camera case goes on to a camera re-check
-    (→ verifying); a citizen report waits for a person to verify."""
+    (→ verifying); a citizen report waits for a person to verify. The photo is stored only once
+    the caller's role, unit and the case's status allow the action."""
     params = Params(note=note)
+    data = None
     if photo is not None:
         limit = desk.settings.report_max_photo_bytes
         data = photo.file.read(limit + 1)
         check_photo(data, limit)
-        params.evidence_sha256 = desk.store.put(data)
-    return _run(request, session, desk, user, case_id, Action.dispose, params)
+    return _run(request, session, desk, user, case_id, Action.dispose, params, data)
 
 
 @router.post("/{case_id}/verify", response_model=TransitionPublic)

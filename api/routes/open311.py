@@ -21,17 +21,20 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.core.ingress import charge_key
 from api.core.text import json_safe
 from api.deps import DeskDep, OptionalPrincipal, PublicUser, SessionDep
 from api.errors import (
     AuthenticationError,
+    EvidenceFullError,
     ForbiddenError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitedError,
     UnsupportedMediaError,
 )
 from api.models import Case, CaseEvent, CaseSource, Rule
-from api.routes.reports import REPORTERS
+from api.routes.limits import REPORTERS, form_limits
 from api.schemas import Line, Text
 from api.services.auth import STAFF_READERS, Principal
 from api.services.cases import Report, check_photo, file_report
@@ -65,6 +68,12 @@ def error(fmt: str, status: int, description: str) -> Response:
     return render(fmt, "errors", "error", [{"code": status, "description": description[:500]}], status)
 
 
+def ingress_error(path: str, status: int, description: str) -> Response:
+    """A refusal of the ingress guard (413, 415, 429, 507...) as an Open311 error; a missing or
+    unknown credential is Open311's 403."""
+    return error("xml" if path.endswith(".xml") else "json", 403 if status == 401 else status, description)
+
+
 class Open311Route(APIRoute):
     """Every failure of an Open311 route answers in Open311's error format and status codes."""
 
@@ -84,8 +93,16 @@ class Open311Route(APIRoute):
                 return error(fmt, 403, str(exc))
             except NotFoundError as exc:
                 return error(fmt, 404, str(exc))
-            except (PayloadTooLargeError, UnsupportedMediaError) as exc:
-                return error(fmt, 400, str(exc))
+            except PayloadTooLargeError as exc:
+                return error(fmt, 413, str(exc))
+            except UnsupportedMediaError as exc:
+                return error(fmt, 415, str(exc))
+            except EvidenceFullError as exc:
+                return error(fmt, 507, str(exc))
+            except RateLimitedError as exc:
+                response = error(fmt, 429, str(exc))
+                response.headers["Retry-After"] = str(exc.retry_after_s)
+                return response
             except StarletteHTTPException as exc:  # e.g. a body FastAPI cannot parse
                 code = exc.status_code if exc.status_code in (400, 403, 404) else 400
                 return error(fmt, code, str(exc.detail))
@@ -279,7 +296,9 @@ def get_token(token: Annotated[str, Path(max_length=200)], fmt: Fmt) -> Response
     responses={
         **_doc(list[CreatedPublic]),
         201: {"model": list[CreatedPublic], "content": {"application/xml": {"schema": {"type": "string"}}}},
+        **{code: _doc(None)[400] for code in (413, 415, 429, 507)},  # the ingress guard's refusals
     },
+    form_limits=form_limits(files=1, fields=20),
 )
 def post_request(
     session: SessionDep,
@@ -313,6 +332,9 @@ def post_request(
         raise ForbiddenError("api_key is required to file a request")
     if principal.role not in REPORTERS:
         raise ForbiddenError(f"the api_key's role {principal.role.value!r} may not file requests")
+    if api_key:  # a key in the form: the ingress guard could not charge it before the body
+        size = int(request.headers.get("content-length") or 0) or None
+        charge_key(request.app.state.limiter, request.app.state.report_quotas, principal.name, size)
     if service_code not in SERVICES:
         raise NotFoundError(f"service_code {service_code!r} not found")
     if (lat is None) != (long is None):

@@ -12,12 +12,12 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentUser, DeskDep, SessionDep
 from api.errors import ForbiddenError
 from api.ingest.service import IngestOutcome
-from api.routes.common import AUTH_ERRORS
+from api.routes.common import AUTH_ERRORS, BODY_ERRORS
 from api.schemas import RecheckAnswerPublic
 from api.services.auth import Role
 from api.services.recheck_answers import handle_result
 
-router = APIRouter(tags=["recheck"], responses=AUTH_ERRORS)
+router = APIRouter(tags=["recheck"], responses={**AUTH_ERRORS, **BODY_ERRORS})
 Stream = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 

@@ -9,13 +9,12 @@ from fastapi import APIRouter, File, Form, UploadFile, status
 from api.deps import CurrentUser, DeskDep, SessionDep
 from api.errors import ForbiddenError
 from api.models import CaseSource, Rule
-from api.routes.common import AUTH_ERRORS, UNPROCESSABLE
+from api.routes.common import AUTH_ERRORS, QUOTA_ERRORS, UNPROCESSABLE, UPLOAD_ERRORS
+from api.routes.limits import REPORTERS, form_limits
 from api.schemas import CasePublic, ErrorPublic, Line, Text
-from api.services.auth import Role
 from api.services.cases import Report, file_report
 
 router = APIRouter(tags=["reports"])
-REPORTERS = frozenset({Role.public, Role.reviewer, Role.dispatcher, Role.admin})
 
 
 @router.post(
@@ -25,9 +24,12 @@ REPORTERS = frozenset({Role.public, Role.reviewer, Role.dispatcher, Role.admin})
     responses={
         **AUTH_ERRORS,
         **UNPROCESSABLE,
-        413: {"model": ErrorPublic, "description": "photo over the size limit"},
-        415: {"model": ErrorPublic, "description": "photo not a JPEG"},
+        413: {"model": ErrorPublic, "description": "photo or body over the size limit"},
+        415: {"model": ErrorPublic, "description": "photo not a JPEG, or the body not multipart/form-data"},
+        **QUOTA_ERRORS,
+        **UPLOAD_ERRORS,
     },
+    form_limits=form_limits(files=1, fields=20),
 )
 def create_report(
     session: SessionDep,

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from api.core.config import Settings
-from api.errors import ConfigError
+from api.errors import AuthenticationError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Principal:
 
     def may_see(self, case_unit: str | None) -> bool:
         if self.via == "anonymous-read":
-            return True  # dev mode, or CITYWATCH_ANONYMOUS_READ=true
+            return True  # CITYWATCH_ANONYMOUS_READ=true
         if self.role is Role.field_unit:
             return case_unit is not None and case_unit == self.unit
         return self.role in STAFF_READERS
@@ -65,7 +65,7 @@ class Principal:
 
 ANONYMOUS = Principal(name="anonymous", role=Role.public, via="anonymous")
 ANONYMOUS_READER = Principal(name="anonymous", role=Role.public, via="anonymous-read")
-"""A caller without a credential where anonymous reads of /cases are allowed."""
+"""A caller without a credential where anonymous reads of /cases are allowed (CITYWATCH_ANONYMOUS_READ)."""
 SYSTEM = Principal(name="citywatch", role=Role.system, via="internal")
 
 
@@ -105,7 +105,13 @@ DEV_KEYS: tuple[ApiKeyEntry, ...] = tuple(
         ("public", Role.public, None),
     )
 )
-"""The documented development keys, used only when no key is configured (and printed then)."""
+"""The documented development keys, used only in dev mode (and printed then)."""
+
+NO_KEYS_MESSAGE = (
+    "no API keys configured: set CITYWATCH_API_KEYS (a JSON list) or CITYWATCH_API_KEYS_FILE (a YAML "
+    "file) as api/AUTH.md shows; to try the API on this machine with the documented dev keys, set "
+    "CITYWATCH_DEV_MODE=true (or run `citywatch api --dev`), which listens on loopback only"
+)
 
 
 def _b64url(data: bytes) -> str:
@@ -147,12 +153,22 @@ class Authenticator:
             raw.extend(settings.api_keys)
         if settings.api_keys_file is not None:
             raw.extend(_read_key_file(settings.api_keys_file))
-        dev_mode = settings.api_keys is None and settings.api_keys_file is None
+        configured = settings.api_keys is not None or settings.api_keys_file is not None
+        dev_mode = settings.dev_mode
+        if dev_mode and configured:
+            raise ConfigError(
+                "CITYWATCH_DEV_MODE is on and API keys are configured too: dev mode accepts only the "
+                "documented dev keys, so unset CITYWATCH_DEV_MODE (or the keys) to say which is meant"
+            )
+        if not dev_mode and not configured:
+            raise ConfigError(NO_KEYS_MESSAGE)
         try:
             entries = list(DEV_KEYS) if dev_mode else [ApiKeyEntry.model_validate(r) for r in raw]
         except ValidationError as exc:
             raise ConfigError(f"API key configuration is invalid: {exc}") from exc
-        anonymous = settings.anonymous_read if settings.anonymous_read is not None else dev_mode
+        if not entries:
+            raise ConfigError(f"the API key configuration lists no key. {NO_KEYS_MESSAGE}")
+        anonymous = settings.anonymous_read
         secret_text = settings.token_secret.get_secret_value() if settings.token_secret else None
         secret = secret_text.encode() if secret_text else secrets.token_bytes(32)
         return cls(
@@ -170,16 +186,32 @@ class Authenticator:
                 for e in self.entries
             )
             log.warning(
-                "DEV MODE: no CITYWATCH_API_KEYS / CITYWATCH_API_KEYS_FILE set; the documented dev keys "
-                "are in force (send one as X-API-Key) and /cases may be read without a credential:\n%s",
+                "DEV MODE (CITYWATCH_DEV_MODE): the documented dev keys are in force (send one as "
+                "X-API-Key), for loopback clients only; anonymous reads of /cases %s:\n%s",
+                "allowed" if self.anonymous_read else "refused",
                 lines,
             )
         else:
-            log.info(
-                "auth: %d API keys; anonymous reads of /cases %s",
-                len(self.entries),
-                "allowed" if self.anonymous_read else "refused",
-            )
+            log.info("auth: %d API keys", len(self.entries))
+        if self.anonymous_read:
+            log.warning("CITYWATCH_ANONYMOUS_READ: /cases and its evidence may be read without a credential")
+
+    def resolve(self, api_key: str | None, token: str | None) -> Principal | None:
+        """The caller of a request (an ``X-API-Key`` first, else a bearer token), None without a
+        credential; a credential the API does not know raises ``AuthenticationError``."""
+        if api_key:
+            principal = self.principal_for_key(api_key)
+            if principal is None:
+                raise AuthenticationError("unknown API key")
+            return principal
+        if token:
+            principal = self.principal_for_token(token)
+            if principal is None:
+                raise AuthenticationError(
+                    "invalid or expired bearer token; get a new one from POST /auth/token"
+                )
+            return principal
+        return None
 
     def principal_for_key(self, key: str) -> Principal | None:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()

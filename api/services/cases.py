@@ -7,6 +7,7 @@ on demand. ``file_report`` makes a citizen report (随手拍 / 12319) a candidat
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -57,11 +58,24 @@ def _to_verifying(session: Session, desk: Desk, case: Case, request_id: str, not
 
 
 def perform(
-    session: Session, desk: Desk, case_id: int, action: Action, principal: Principal, params: Params
+    session: Session,
+    desk: Desk,
+    case_id: int,
+    action: Action,
+    principal: Principal,
+    params: Params,
+    *,
+    photo: bytes | None = None,
 ) -> Outcome:
+    """Run ``action``; a ``photo`` (a checked JPEG) goes into the evidence store only after the
+    role, the unit and the status allowed it (below the upload floor: ``EvidenceFullError``)."""
+    if photo is not None:
+        params.evidence_sha256 = hashlib.sha256(photo).hexdigest()
     with session.begin():
         case = lock_case(session, case_id)
         events = [apply(session, desk, case, action, principal, params)]
+        if photo is not None:
+            desk.store.put(photo, upload=True)
         queued = False
         if action is Action.recheck:
             purpose = "triage" if case.status == CaseStatus.candidate else "verify"
@@ -110,7 +124,7 @@ def file_report(session: Session, desk: Desk, report: Report, principal: Princip
     digest = None
     if report.photo is not None:
         check_photo(report.photo, desk.settings.report_max_photo_bytes)
-        digest = desk.store.put(report.photo)
+        digest = desk.store.put(report.photo, upload=True)
     now = desk.clock()
     with session.begin():
         session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})

@@ -24,8 +24,11 @@ def default_model_ready() -> None:
 
 @pytest.fixture
 def api(tmp_path: Path, mqtt_broker: tuple[str, int], topic_prefix: str) -> Iterator[str]:
-    """The case API as its own process (dev mode: documented keys, anonymous reads), SQLite in tmp."""
+    """The case API as its own process (dev mode: documented keys, loopback only; anonymous reads
+    asked for), SQLite in tmp."""
     env = {
+        "CITYWATCH_DEV_MODE": "true",
+        "CITYWATCH_ANONYMOUS_READ": "true",
         "CITYWATCH_EVIDENCE_DIR": str(tmp_path / "api-evidence"),
         "CITYWATCH_MQTT_HOST": mqtt_broker[0],
         "CITYWATCH_MQTT_PORT": str(mqtt_broker[1]),

@@ -125,6 +125,8 @@ class Api:
                 "CITYWATCH_MQTT_TOPIC_PREFIX": prefix,
                 "CITYWATCH_MQTT_CLIENT_ID": f"outage-api-{uuid.uuid4().hex[:8]}",
                 "CITYWATCH_MQTT_RECONNECT_MAX_DELAY_S": "2",
+                "CITYWATCH_DEV_MODE": "true",  # loopback only
+                "CITYWATCH_ANONYMOUS_READ": "true",  # cases() reads without a key
             }
         )
         self.proc: subprocess.Popen[bytes] | None = None

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from api.core.config import Settings
 from api.main import create_app
+from api.testing import TEST_KEYS
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -89,6 +90,8 @@ def api_settings(
         mqtt_topic_prefix=topic_prefix,
         mqtt_client_id=make_client_id(),
         ingest_enabled=True,
+        api_keys=list(TEST_KEYS.values()),
+        anonymous_read=True,  # the tests read /cases without a credential
     )
 
 

@@ -50,7 +50,17 @@ def _seed(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {"CITYWATCH_INGEST_ENABLED": "false", "CITYWATCH_API_KEYS": json.dumps(list(TEST_KEYS.values()))}
+    env = {
+        "CITYWATCH_INGEST_ENABLED": "false",
+        "CITYWATCH_API_KEYS": json.dumps(list(TEST_KEYS.values())),
+        # the fuzzer files hundreds of reports from one address: quotas off so it explores past them
+        # (the quotas' 429s are documented and tested in tests/integration/test_api_hostile.py)
+        "CITYWATCH_RATE_REPORTS_PER_ADDRESS": "off",
+        "CITYWATCH_RATE_REPORTS_PER_KEY": "off",
+        "CITYWATCH_RATE_REPORT_BYTES_PER_ADDRESS": "off",
+        "CITYWATCH_RATE_REPORT_BYTES_PER_KEY": "off",
+        "CITYWATCH_RATE_TOKEN_PER_ADDRESS": "off",
+    }
     with start_api(tmp_path_factory.mktemp("schemathesis"), env) as url:
         _seed(url)
         yield url

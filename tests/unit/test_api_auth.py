@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,25 +193,60 @@ def test_bad_key_configuration_stops_the_start(
         Authenticator.from_settings(make_settings("sqlite://", tmp_path, api_keys=entries))
 
 
-def test_dev_mode_uses_the_documented_keys_and_allows_anonymous_reads(tmp_path: Path) -> None:
-    settings = make_settings(f"sqlite:///{tmp_path / 'dev.db'}", tmp_path, api_keys=None)
-    with TestClient(create_app(settings)) as client:
-        assert client.get("/cases").status_code == 200
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"api_keys": None}, "CITYWATCH_API_KEYS"),  # nothing configured: fail closed
+        ({"api_keys": None}, "CITYWATCH_DEV_MODE=true"),
+        ({"api_keys": []}, "lists no key"),
+        ({"dev_mode": True}, "unset CITYWATCH_DEV_MODE"),  # keys and dev mode: which one is meant?
+    ],
+)
+def test_the_api_does_not_start_without_keys_or_with_both(
+    tmp_path: Path, overrides: dict[str, Any], words: str
+) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'k.db'}", tmp_path, **overrides)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        Authenticator.from_settings(settings)
+    with pytest.raises(ConfigError, match=re.escape(words)), TestClient(create_app(settings)):
+        pass  # the lifespan refuses too (an app built without python -m api)
+
+
+LOOPBACK = ("127.0.0.1", 50000)
+
+
+def test_dev_mode_uses_the_documented_keys_for_loopback_clients_only(tmp_path: Path) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'dev.db'}", tmp_path, api_keys=None, dev_mode=True)
+    app = create_app(settings)
+    with TestClient(app, client=LOOPBACK) as client:
+        assert client.get("/cases").status_code == 401  # anonymous reads are off in dev mode too
         assert client.post("/cases/1/register").status_code == 401
         admin = next(k for k in DEV_KEYS if k.role is Role.admin)
         assert admin.key == "citywatch-dev-admin-key"
         me = client.get("/auth/me", headers={"X-API-Key": "citywatch-dev-admin-key"}).json()
         assert me["role"] == "admin"
+        for host in ("203.0.113.7", "2001:db8::1", "10.1.2.3"):
+            remote = TestClient(app, client=(host, 50000))  # the lifespan already runs
+            refused = remote.get("/auth/me", headers={"X-API-Key": "citywatch-dev-admin-key"})
+            assert refused.status_code == 403 and "loopback" in refused.json()["detail"], host
+        ipv6 = TestClient(app, client=("::1", 50000))
+        assert ipv6.get("/auth/me", headers={"X-API-Key": "citywatch-dev-admin-key"}).status_code == 200
 
 
-def test_anonymous_reads_can_be_turned_on_with_keys_and_off_in_dev_mode(tmp_path: Path) -> None:
-    on = make_settings(f"sqlite:///{tmp_path / 'on.db'}", tmp_path, anonymous_read=True)
-    with TestClient(create_app(on)) as client:
-        assert client.get("/cases").status_code == 200
-        assert client.post("/reports").status_code == 401
-    off = make_settings(f"sqlite:///{tmp_path / 'off.db'}", tmp_path, api_keys=None, anonymous_read=False)
-    with TestClient(create_app(off)) as client:
-        assert client.get("/cases").status_code == 401
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({}, 401),  # keys configured: anonymous reads off by default
+        ({"anonymous_read": True}, 200),
+        ({"api_keys": None, "dev_mode": True}, 401),  # dev mode: off by default as well
+        ({"api_keys": None, "dev_mode": True, "anonymous_read": True}, 200),
+    ],
+)
+def test_anonymous_reads_only_when_asked_for(tmp_path: Path, overrides: dict[str, Any], code: int) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'anon.db'}", tmp_path, **overrides)
+    with TestClient(create_app(settings), client=LOOPBACK) as client:
+        assert client.get("/cases").status_code == code
+        assert client.post("/reports").status_code == 401  # writes always need a credential
 
 
 def test_the_docs_offer_both_credentials(client: TestClient) -> None:

@@ -1,8 +1,8 @@
 """REST: GET /cases (filters, pages, order, 422s), /cases/{id}, evidence, /health, /docs.
 
-The app runs its real lifespan (migrations; SQLite and PostgreSQL) with the MQTT ingest off, in
-dev mode (no keys configured: reads need no credential); cases are made through
-``ingest_event`` so the rows are exactly what the ingest writes.
+The app runs its real lifespan (migrations; SQLite and PostgreSQL) with the MQTT ingest off and
+anonymous reads turned on (CITYWATCH_ANONYMOUS_READ: reads need no credential); cases are made
+through ``ingest_event`` so the rows are exactly what the ingest writes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from api.core.config import Settings
 from api.ingest.sample import encode, sample_event, sample_jpeg
 from api.ingest.service import IngestOutcome, ingest_event
 from api.main import create_app
-from api.testing import db_url, module_pg
+from api.testing import TEST_KEYS, db_url, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures: every test on SQLite and PostgreSQL
 
@@ -29,11 +29,13 @@ PREFIX = "citywatch/v1"
 
 @pytest.fixture
 def app(tmp_path: Path, db_url: str) -> FastAPI:
-    """The real app in dev mode (no keys: anonymous reads), on SQLite and PostgreSQL."""
+    """The real app with anonymous reads turned on, on SQLite and PostgreSQL."""
     settings = Settings(
         database_url=db_url,
         evidence_dir=tmp_path / "evidence",
         ingest_enabled=False,
+        api_keys=list(TEST_KEYS.values()),
+        anonymous_read=True,
     )
     return create_app(settings)
 
@@ -222,6 +224,8 @@ def test_count_is_exact_up_to_the_limit(tmp_path: Path, limit: int, count: int, 
         evidence_dir=tmp_path / "ev",
         ingest_enabled=False,
         cases_count_limit=limit,
+        api_keys=list(TEST_KEYS.values()),
+        anonymous_read=True,
     )
     app = create_app(settings)
     with TestClient(app) as client:

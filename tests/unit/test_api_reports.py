@@ -102,8 +102,12 @@ def test_refusals(
     assert client.get("/cases", headers=auth("admin")).json()["count"] == 0
 
 
-def test_a_report_without_a_photo_is_422(client: TestClient) -> None:
-    assert client.post("/reports", headers=auth("public"), data=FORM).status_code == 422
+def test_a_report_without_a_photo_is_422_and_a_form_without_files_415(client: TestClient) -> None:
+    other = {"note": ("note.txt", b"no photo here", "text/plain")}
+    no_photo = client.post("/reports", headers=auth("public"), data=FORM, files=other)
+    assert no_photo.status_code == 422 and "photo" in no_photo.text
+    urlencoded = client.post("/reports", headers=auth("public"), data=FORM)  # cannot carry a photo
+    assert urlencoded.status_code == 415 and "multipart/form-data" in urlencoded.text
 
 
 def test_the_field_unit_rectifies_with_a_photo_limit_too(client: TestClient) -> None:
