@@ -252,6 +252,19 @@ def _contract_validator(file: str) -> Draft202012Validator:
     return Draft202012Validator(schema, format_checker=_FORMATS)
 
 
+@functools.cache
+def contract_validator(file: str, definition: str | None = None) -> Draft202012Validator:
+    """A validator of a contract in ``detector/contracts/`` or, with ``definition``, of one of its
+    ``$defs`` (e.g. the re-check ``command``), with the contracts' ``date-time`` check."""
+    if definition is None:
+        return _contract_validator(file)
+    schema = load_contract(file)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(
+        {**schema["$defs"][definition], "$defs": schema["$defs"]}, format_checker=_FORMATS
+    )
+
+
 def _validator() -> Draft202012Validator:
     return _contract_validator(SCHEMA_FILE)
 

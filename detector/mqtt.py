@@ -68,6 +68,7 @@ class MqttSettings:
     max_inflight: int = 64
     reconnect_min_s: int = 1
     reconnect_max_s: int = 10  # after a broker outage, at most this long until the outbox drains
+    max_packet_bytes: int = 1 << 20  # MQTT 5: the broker sends nothing larger (commands are ~1 KiB)
 
     def check(self) -> None:
         """Raise :class:`MqttConfigError` naming every bad value."""
@@ -77,6 +78,7 @@ class MqttSettings:
             (0 < self.max_inflight < 65536, f"max_inflight must be 1..65535, got {self.max_inflight}"),
             (0 < self.reconnect_min_s <= self.reconnect_max_s, "need 0 < reconnect_min_s <= reconnect_max_s"),
             (self.keyfile is None or self.certfile is not None, "keyfile given without certfile"),
+            (1024 <= self.max_packet_bytes <= 268_435_455, "max_packet_bytes must be 1024..268435455"),
         ]
         bad = [msg for ok, msg in rules if not ok]
         if bad:
@@ -196,9 +198,9 @@ class PahoCommunicator(Communicator):
         s = self.settings
         if protocol != paho.MQTTv5:
             return client.connect_async(s.host, s.port, s.keepalive_s)
-        props: Properties | None = None
+        props = Properties(PacketTypes.CONNECT)
+        props.MaximumPacketSize = s.max_packet_bytes  # a flood of huge messages never reaches us
         if not s.clean_session:  # a persistent session: the broker keeps it session_expiry_s after we go
-            props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = s.session_expiry_s
         client.connect_async(s.host, s.port, s.keepalive_s, clean_start=s.clean_session, properties=props)
 

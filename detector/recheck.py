@@ -2,10 +2,18 @@
 
 The API publishes ``<prefix>/commands/recheck/{stream}``; the detector running that stream
 looks at the next sampled frame of it, decides whether an object of the case's rule label is
-still in the zone where the case's box was, and answers on the command's ``reply_topic`` with
-a fresh annotated frame. ``present``: a detection of the label, score ≥ the rule's
-``min_score``, bottom-centre in the zone (when the zone is known) and overlapping the case box
-(IoU ≥ ``min_iou``, when the box is known). Otherwise ``absent``.
+still in the zone where the case's box was, and answers on ``<prefix>/recheck-results/{stream}``
+with a fresh annotated frame.
+
+Whoever may publish on the commands topic can ask for a live frame, so a command is taken only in
+the agreed shape (``detector/contracts/recheck.v1.schema.json``, ``$defs/command``: no extra
+key, at most 64 KiB, not retained), for the stream named by its topic, and with ``reply_topic``
+equal to the agreed answer topic: the detector never answers anywhere else. Anything else is
+logged with the reason and dropped (counted in ``refused``).
+
+``present``: a detection of the label, score ≥ the rule's ``min_score``, bottom-centre in the
+zone (when the zone is known) and overlapping the case box (IoU ≥ ``min_iou``, when the box is
+known). Otherwise ``absent``.
 
 With several models (``detector.rule_models``) only the detections of the model that serves the case's
 rule on that stream count, and the answer names that model.
@@ -26,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.detections import Detections, box_iou
-from detector.events import iso_timestamp
+from detector.events import contract_validator, iso_timestamp
 from detector.evidence import render_evidence
 from detector.mqtt import Communicator, ReceivedMessage
 from detector.pipeline import StreamPipeline
@@ -35,7 +43,23 @@ log = logging.getLogger(__name__)
 
 COMMAND_SCHEMA = "citywatch.recheck/1"
 RESULT_SCHEMA = "citywatch.recheck-result/1"
+RECHECK_SCHEMA_FILE = "recheck.v1.schema.json"
+MAX_COMMAND_BYTES = 64 * 1024  # a command is ~0.5 KiB
 MIN_IOU = 0.3
+_MAX_REASON = 300
+
+
+def answer_topic(prefix: str, stream: str) -> str:
+    """The agreed topic of the answers for ``stream``: the only one the detector answers on."""
+    return f"{prefix}/recheck-results/{stream}"
+
+
+def _short(text: str, limit: int = _MAX_REASON) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 class RecheckCommandError(ValueError):
@@ -54,29 +78,42 @@ class RecheckCommand:
     reply_topic: str
 
     @classmethod
-    def parse(cls, payload: bytes) -> RecheckCommand:
+    def parse(cls, payload: bytes, *, topic: str, prefix: str) -> RecheckCommand:
+        """Check a command received on ``topic``; every refusal is a ``RecheckCommandError``
+        with the reason."""
+        if len(payload) > MAX_COMMAND_BYTES:
+            raise RecheckCommandError(f"{len(payload)} bytes, over the {MAX_COMMAND_BYTES} byte limit")
         try:
-            data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise RecheckCommandError(f"not JSON: {err}") from err
+            data = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
+            raise RecheckCommandError(f"not UTF-8 JSON: {_short(str(err), 120)}") from err
         if not isinstance(data, dict) or data.get("schema") != COMMAND_SCHEMA:
             raise RecheckCommandError(f"not a {COMMAND_SCHEMA} command")
-        try:
-            bbox = data.get("bbox")
-            return cls(
-                request_id=str(data["request_id"]),
-                case_id=int(data["case_id"]),
-                stream=str(data["stream"]),
-                zone=None if data.get("zone") is None else str(data["zone"]),
-                bbox=None
-                if bbox is None
-                else (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
-                rule=str(data["rule"]),
-                label=str(data["label"]),
-                reply_topic=str(data["reply_topic"]),
+        validator = contract_validator(RECHECK_SCHEMA_FILE, "command")
+        errors = sorted(validator.iter_errors(data), key=lambda e: (e.json_path, e.message))
+        if errors:
+            parts = [f"{e.json_path}: {_short(e.message, 120)}" for e in errors[:3]]
+            raise RecheckCommandError("off the contract: " + "; ".join(parts))
+        stream = str(data["stream"])
+        own_topic = f"{prefix}/commands/recheck/{stream}"
+        if topic != own_topic:
+            raise RecheckCommandError(f"a command for stream {stream!r} on {topic!r}, not on {own_topic!r}")
+        agreed = answer_topic(prefix, stream)
+        if data["reply_topic"] != agreed:
+            raise RecheckCommandError(
+                f"reply_topic {_short(str(data['reply_topic']), 120)!r} is not the agreed {agreed!r}"
             )
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            raise RecheckCommandError(f"missing or bad field: {err}") from err
+        bbox = data["bbox"]
+        return cls(
+            request_id=str(data["request_id"]),
+            case_id=int(data["case_id"]),
+            stream=stream,
+            zone=None if data.get("zone") is None else str(data["zone"]),
+            bbox=None if bbox is None else (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
+            rule=str(data["rule"]),
+            label=str(data["label"]),
+            reply_topic=agreed,
+        )
 
 
 def judge(
@@ -127,17 +164,28 @@ class Rechecker:
         self._pending: dict[str, list[RecheckCommand]] = {}
         self._lock = threading.Lock()
         self.answered = 0
+        self.refused = 0
+        self.last_refusal: str | None = None
 
     def start(self) -> Rechecker:
         for stream_id in self.pipelines:
             self.comm.subscribe(f"{self.prefix}/commands/recheck/{stream_id}", self._on_command, qos=1)
         return self
 
+    def _refuse(self, topic: str, reason: str) -> None:
+        with self._lock:
+            self.refused += 1
+            self.last_refusal = reason
+        log.warning("re-check command on %r refused: %s", _short(topic, 200), reason)
+
     def _on_command(self, msg: ReceivedMessage) -> None:
+        if msg.retain:  # a retained command would run again at every subscribe
+            self._refuse(msg.topic, "retained: re-check commands are never retained")
+            return
         try:
-            cmd = RecheckCommand.parse(msg.payload)
+            cmd = RecheckCommand.parse(msg.payload, topic=msg.topic, prefix=self.prefix)
         except RecheckCommandError as err:
-            log.warning("re-check command on %s ignored: %s", msg.topic, err)
+            self._refuse(msg.topic, str(err))
             return
         if cmd.stream not in self.pipelines:
             log.warning(
@@ -204,7 +252,7 @@ class Rechecker:
             "checked_at": iso_timestamp(datetime.now(UTC)),
             "detector": f"{self.worker}/{model.name}@{model.version}"[:128],
         }
-        self.comm.publish(cmd.reply_topic, json.dumps(answer).encode(), qos=1)
+        self.comm.publish(answer_topic(self.prefix, cmd.stream), json.dumps(answer).encode(), qos=1)
         self.answered += 1
         log.info("re-check %s of case %d: %s", cmd.request_id, cmd.case_id, answer["result"])
 
