@@ -1,6 +1,8 @@
-"""A small embedded MQTT 3.1.1 broker for ``make demo`` on a machine with only Python.
+"""A small embedded MQTT 3.1.1 broker for ``citywatch demo`` on a machine with only Python.
 
-Not for production (use Mosquitto or EMQX there). It implements what citywatch needs, in
+Not for production (use Mosquitto or EMQX there, deploy/mosquitto/README.md): it has no logins
+and no ACL, so it listens on loopback only (``EmbeddedBroker`` refuses any other address), and
+only ``citywatch demo`` starts it — ``citywatch run`` never does. It implements what citywatch needs, in
 memory, on one asyncio loop in a background thread: CONNECT/CONNACK (an MQTT 5 CONNECT gets
 "unacceptable protocol version", so paho falls back to 3.1.1), PUBLISH QoS 0/1 (QoS 2 is
 accepted and delivered as QoS 1), SUBSCRIBE / UNSUBSCRIBE with ``+`` and ``#``, retained
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import struct
@@ -39,6 +42,16 @@ Message = tuple[str, bytes, int, bool]  # topic, payload, qos, retain
 
 class BrokerError(Exception):
     """The embedded broker could not start or stop."""
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` names this machine only (127.0.0.0/8, ::1 or ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _ProtocolError(Exception):
@@ -307,6 +320,11 @@ class EmbeddedBroker:
     """Runs the in-memory broker on its own thread: ``start()`` / ``stop()``, or ``with``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+        if not is_loopback(host):
+            raise BrokerError(
+                f"the embedded MQTT broker has no logins, so it listens on loopback only, not on {host!r}: "
+                "use 127.0.0.1, or run Mosquitto with the ACL of deploy/mosquitto/README.md"
+            )
         self.host, self.port = host, port  # port 0: any free port, read ``port`` after start()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

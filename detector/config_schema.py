@@ -47,7 +47,8 @@ class _Section(BaseModel):
 
 
 class MqttConfig(_Section):
-    """Broker connection. With ``embedded_broker`` a broker is started when none answers."""
+    """Broker connection. ``citywatch run`` never starts a broker of its own (``citywatch demo``
+    starts the embedded one on loopback for a try-out); see deploy/mosquitto/README.md."""
 
     host: str = Field(default="127.0.0.1", min_length=1, description="Broker host name or IP address.")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port (1883 plain, 8883 TLS).")
@@ -68,9 +69,19 @@ class MqttConfig(_Section):
     cert_file: Path | None = Field(default=None, description="Client certificate for mutual TLS.")
     key_file: Path | None = Field(default=None, description="Private key of cert_file.")
     keepalive: int = Field(default=60, ge=5, le=3600, description="Seconds between MQTT keep-alive pings.")
-    embedded_broker: bool = Field(
-        default=True, description="Start an embedded broker when none answers at host:port."
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_embedded_broker(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "embedded_broker" in data:
+            raise ConfigProblem.at(
+                ("embedded_broker",),
+                "embedded_broker is gone: `citywatch run` never starts a broker (one without logins "
+                "would take the real broker's port while it is down)",
+                "delete the line; run Mosquitto (deploy/mosquitto/README.md), or try everything on "
+                "one machine with `citywatch demo`",
+            )
+        return data
 
     @field_validator("topic_prefix")
     @classmethod

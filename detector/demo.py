@@ -1,6 +1,7 @@
 """``citywatch demo``: the whole product on one machine, on the bundled sample streams.
 
-1. an MQTT broker: the configured one if it answers, else an embedded one (pure Python);
+1. an MQTT broker: the configured one if it answers, else the embedded one (pure Python, no
+   logins: only on a loopback host such as 127.0.0.1; ``citywatch run`` never starts it);
 2. the case API (``python -m api``, its own process, SQLite under var/);
 3. the detector on every enabled stream of the config (the root streams.yaml replays the
    bundled scenario clips as live cameras).
@@ -24,7 +25,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlparse
 
-from detector.broker import EmbeddedBroker, broker_answers
+from detector.broker import BrokerError, EmbeddedBroker, broker_answers
 from detector.runner import Detector, RunError, load
 
 log = logging.getLogger("citywatch.demo")
@@ -65,8 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = loaded.config
     broker: EmbeddedBroker | None = None
     if not broker_answers(cfg.mqtt.host, cfg.mqtt.port):
-        broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port).start()
-        print(f"started an embedded MQTT broker on {cfg.mqtt.host}:{cfg.mqtt.port}")
+        try:
+            broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port).start()
+        except BrokerError as err:
+            print(
+                f"citywatch demo: no MQTT broker answers at {cfg.mqtt.host}:{cfg.mqtt.port}; {err}",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"started the embedded MQTT broker (demo only, no logins) on {cfg.mqtt.host}:{cfg.mqtt.port}")
     else:
         print(f"using the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}")
     api = urlparse(cfg.api.url)

@@ -1,7 +1,8 @@
 """``citywatch run``: every enabled stream → shared inference → rules → outbox → MQTT.
 
-Start order: broker check (embedded broker when none answers and the config allows it),
-MQTT client + outbox publisher, model, inference service, stream workers. Shutdown runs in
+Start order: broker check (no broker answering is an error: ``citywatch run`` never starts one;
+``citywatch demo`` does, on loopback), MQTT client + outbox publisher, model, inference service,
+stream workers. Shutdown runs in
 reverse, and the outbox keeps whatever the broker has not acknowledged for the next start.
 A broken stream entry in the config is reported and skipped; the other streams run.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from detector.broker import EmbeddedBroker, broker_answers
+from detector.broker import broker_answers
 from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamConfig, load_config
 from detector.detections import Detections
 from detector.inference_service import InferenceService
@@ -65,7 +66,6 @@ class Detector:
 
     loaded: LoadedConfig
     stop_event: threading.Event = field(default_factory=threading.Event)
-    broker: EmbeddedBroker | None = None
     comm: PahoCommunicator | None = None
     outbox: Outbox | None = None
     publisher: Publisher | None = None
@@ -84,13 +84,11 @@ class Detector:
     def start(self, threads: int | None = None) -> Detector:
         cfg, base = self.cfg, self.loaded.base_dir
         if not broker_answers(cfg.mqtt.host, cfg.mqtt.port):
-            if not cfg.mqtt.embedded_broker:
-                raise RunError(
-                    f"no MQTT broker answers at {cfg.mqtt.host}:{cfg.mqtt.port}; start one or set "
-                    "mqtt.embedded_broker: true"
-                )
-            self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port).start()
-            log.info("embedded MQTT broker on %s:%d", cfg.mqtt.host, cfg.mqtt.port)
+            raise RunError(
+                f"no MQTT broker answers at {cfg.mqtt.host}:{cfg.mqtt.port}: start the broker "
+                "(deploy/mosquitto/README.md) and run again; `citywatch run` never starts one "
+                "(`citywatch demo` does, on loopback, to try everything on one machine)"
+            )
         try:
             self.models = models = load_rule_models(cfg, threads, base)
         except ModelResolveError as err:
@@ -181,8 +179,6 @@ class Detector:
             self.comm.stop()
         if self.outbox is not None:
             self.outbox.close()
-        if self.broker is not None:
-            self.broker.stop()
 
 
 def load(path: Path) -> LoadedConfig:

@@ -45,7 +45,7 @@ def make_test_config(
     """The root streams.yaml with only ``streams``, absolute clip paths and test MQTT settings."""
     cfg = yaml.safe_load((REPO / "streams.yaml").read_text())
     cfg["worker_id"] = worker
-    cfg["mqtt"].update({"host": host, "port": port, "topic_prefix": prefix, "embedded_broker": False})
+    cfg["mqtt"].update({"host": host, "port": port, "topic_prefix": prefix})
     cfg["outbox"]["dir"] = str(tmp_path / "outbox")
     cfg["evidence"]["dir"] = str(tmp_path / "evidence")
     kept = []

@@ -312,6 +312,35 @@ def test_broker_answers_and_ensure_broker() -> None:
     assert broker_answers("127.0.0.1", port, timeout=0.5) is False
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "broker.example", ""])
+def test_the_embedded_broker_listens_on_loopback_only(host: str) -> None:
+    with pytest.raises(BrokerError, match="loopback only"):
+        EmbeddedBroker(host, 0)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
+def test_the_embedded_broker_takes_a_loopback_host(host: str) -> None:
+    assert EmbeddedBroker(host, 0).host == host  # constructed; not started
+
+
+def test_citywatch_run_never_starts_a_broker(tmp_path: Path) -> None:
+    """No broker answers: `citywatch run` exits with code 2 and says so, and starts none."""
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    config.write_text(
+        f"version: 1\nworker_id: w1\nmqtt: {{host: 127.0.0.1, port: {port}}}\n"
+        f"outbox: {{dir: {tmp_path / 'outbox'}}}\nstreams: [{{id: cam-1, url: {tmp_path / 'none.mp4'}}}]\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "detector.cli", "run", "--config", str(config)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert f"no MQTT broker answers at 127.0.0.1:{port}" in run.stderr
+    assert "never starts one" in run.stderr
+    assert broker_answers("127.0.0.1", port, timeout=0.5) is False
+
+
 def test_stop_disconnects_clients(broker: EmbeddedBroker) -> None:
     sub = Client(broker.port)
     gone = threading.Event()

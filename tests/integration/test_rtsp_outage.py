@@ -68,7 +68,7 @@ def write_config(tmp: Path, host: str, port: int, prefix: str, main: str, sub: s
     cfg = {
         "version": 1,
         "worker_id": f"rtsp-outage-{os.getpid()}",
-        "mqtt": {"host": host, "port": port, "topic_prefix": prefix, "embedded_broker": False},
+        "mqtt": {"host": host, "port": port, "topic_prefix": prefix},
         "model": {k: v for k, v in model_section().items() if v is not None},
         "outbox": {"dir": str(tmp / "outbox")},
         "evidence": {"dir": str(tmp / "evidence")},

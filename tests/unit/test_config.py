@@ -230,6 +230,8 @@ def test_rule_overrides_merge_defaults_stream_then_zone(secrets_env: None) -> No
         ("version: 1\nstreams: [{id: x, url: a.mp4, rules: {illegal_parking: {dwel_s: 5}}}]\n", "'dwel_s'"),
         ("version: 1\nstreams: [{id: x, url: a.mp4, rules: {ilegal_parking: {dwell_s: 5}}}]\n", "unknown"),
         ("version: 1\nworker: x\n", "unknown key 'worker'"),
+        ("version: 1\nmqtt: {embedded_broker: true}\n", "embedded_broker is gone"),
+        ("version: 1\nmqtt: {embedded_broker: false}\n", "never starts a broker"),
         ("version: 1\nstreams: [{id: x, url: '${1BAD}'}]\n", "not a valid environment variable"),
         ("version: 1\nrule_models: {ilegal_parking: {name: x}}\n", "unknown rule 'ilegal_parking'"),
         ("version: 1\nrule_models: {illegal_parking: {name: a, path: b.onnx}}\n", "not both"),

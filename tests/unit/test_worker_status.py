@@ -64,7 +64,7 @@ def test_status_reads_retained_states_from_the_broker(
     ).wait_for_publish(5)
     cfg = {
         "version": 1,
-        "mqtt": {"host": host, "port": port, "topic_prefix": topic_prefix, "embedded_broker": False},
+        "mqtt": {"host": host, "port": port, "topic_prefix": topic_prefix},
         "streams": [
             {"id": cam, "url": "rtsp://192.0.2.1/x"},
             {"id": "never-seen", "url": "rtsp://192.0.2.1/y"},
