@@ -107,9 +107,10 @@ class RateLimiter:
                     continue
                 key = (c.name, c.subject)
                 level = self._level(key, c.quota, now)
-                if level < c.amount:
-                    need = min(c.amount, float(c.quota.amount)) - level
-                    wait = max(wait, need / c.quota.rate)
+                if c.amount > c.quota.amount:  # more than the bucket ever holds
+                    wait = max(wait, c.quota.period_s)
+                elif level < c.amount:
+                    wait = max(wait, (c.amount - level) / c.quota.rate)
                 levels.append((key, level - c.amount))
             if wait > 0:
                 return max(1, math.ceil(wait))

@@ -139,6 +139,10 @@ def store_evidence(store: EvidenceStore, jpegs: Sequence[bytes]) -> list[str]:
             todo[target] = data
     if not todo:
         return digests
+    try:  # below the evidence store's ingest floor the batch waits (is retried), nothing is lost
+        store.check_room(sum(len(data) for data in todo.values()), upload=False)
+    except OSError as exc:
+        raise IngestUnavailableError(f"evidence store {store.root} refused a write: {exc}") from exc
     pool = _pool()
     written = [(pool.submit(_write_temp, target, data), target) for target, data in todo.items()]
     try:
