@@ -1,6 +1,8 @@
 """``create_app``: the case API. The lifespan migrates the database, opens the evidence store,
 loads the credentials and the routing table (职责清单), and starts the MQTT ingest and the camera
-re-check (outbox sender + answer consumer); shutdown runs in reverse order."""
+re-check (outbox sender + answer consumer) and the retention task; shutdown runs in reverse order.
+The ingress guard (api/core/ingress.py) decides about each request from its headers before its
+body is read: size, type, credential and role, quotas, the evidence store's upload floor."""
 
 from __future__ import annotations
 
