@@ -58,19 +58,26 @@ class Broker:
 
 @contextmanager
 def mosquitto(
-    folder: Path, settings: str, accounts: dict[str, tuple[str, str]] | None = None
+    folder: Path,
+    settings: str,
+    accounts: dict[str, tuple[str, str]] | None = None,
+    *,
+    port: int | None = None,
 ) -> Iterator[Broker]:
-    """Mosquitto on a free loopback port with ``settings`` (mosquitto.conf lines) in ``folder``."""
+    """Mosquitto on a free loopback port with ``settings`` (mosquitto.conf lines) in ``folder``;
+    with ``port``, ``settings`` is the whole configuration and names that port's listener."""
     exe = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
     if exe is None:
         raise MosquittoError("mosquitto is not installed: apt-get install mosquitto")
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    head = "" if port else "listener {port} 127.0.0.1\npersistence false\n"
+    port = port or free_port()
+    head = head.format(port=port)
     conf = folder / "mosquitto.conf"
     root = "user root\n" if os.geteuid() == 0 else ""  # else it drops to `mosquitto`, who cannot read tmp
-    conf.write_text(f"{root}listener {port} 127.0.0.1\npersistence false\n{settings}")
+    conf.write_text(f"{root}{head}{settings}")
     broker = Broker("127.0.0.1", port, folder, dict(accounts or {}))
     with (folder / "mosquitto.log").open("wb") as log:
         proc = subprocess.Popen([exe, "-c", str(conf), "-v"], stdout=log, stderr=subprocess.STDOUT)

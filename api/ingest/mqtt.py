@@ -4,8 +4,8 @@
   expiry (3.1.1: ``clean_session=False``), so the broker keeps the subscription and the QoS 1
   messages that arrive while the API is down, and delivers them on reconnect. ``auto`` tries
   MQTT 5 and falls back to 3.1.1 when the broker refuses it.
-- MQTT 5 ``Receive Maximum``: the broker may send up to that many unacknowledged messages
-  (Mosquitto's own window for 3.1.1 clients, ``max_inflight_messages``, is 20); MQTT 5
+- MQTT 5 ``Receive Maximum``: the most unacknowledged messages the broker should send (Mosquitto
+  2.0.11 sends a new window per PUBACK: the inbox below is what bounds memory); MQTT 5
   ``Maximum Packet Size``: the broker never sends a larger message (``mqtt_max_packet_bytes``,
   by default twice ``ingest_max_payload_bytes``: what lies between is dead-lettered with the reason).
 - A bounded inbox (``api.ingest.inbox``): at most ``ingest_queue_max`` messages and

@@ -31,8 +31,9 @@ from api.services.recheck_mqtt import RecheckMqtt
 from detector.mqtt import MqttSettings, PahoCommunicator, ReceivedMessage
 from detector.outbox import Outbox
 from detector.publisher import Publisher
+from tests.integration.test_delivery_security import _issue, _openssl
 from tests.integration.test_publisher_mqtt import make_event
-from tests.mosquitto import Broker, acl_broker
+from tests.mosquitto import REPO, Broker, acl_broker, free_port, mosquitto, rewritten_acl, write_passwords
 
 pytestmark = pytest.mark.mqtt
 
@@ -55,7 +56,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
 class Client:
     """An MQTT 5 client logged in as ``user`` (``None``: anonymous) that records what it gets."""
 
-    def __init__(self, broker: Broker, user: str | None, password: str | None) -> None:
+    def __init__(
+        self, broker: Broker, user: str | None, password: str | None, *, port: int = 0, ca: Path | None = None
+    ) -> None:
         self.got: list[tuple[str, bytes]] = []
         self.connack: list[str] = []
         self.subacks = 0
@@ -66,11 +69,13 @@ class Client:
         )
         if user is not None:
             self.c.username_pw_set(user, password)
+        if ca is not None:
+            self.c.tls_set(ca_certs=str(ca))
         self.c.on_connect = lambda _c, _u, _f, rc, _p: self.connack.append(str(rc))
         self.c.on_message = lambda _c, _u, m: self.got.append((m.topic, bytes(m.payload)))
         self.c.on_subscribe = lambda *_a: setattr(self, "subacks", self.subacks + 1)
         self.c.reconnect_delay_set(60, 60)  # a refused login is tried once here
-        self.c.connect_async(broker.host, broker.port)
+        self.c.connect_async(broker.host, port or broker.port)
         self.c.loop_start()
         if not wait_for(lambda: self.connack):
             raise TimeoutError("no CONNACK")
@@ -349,3 +354,49 @@ def test_recheck_round_trip_through_the_acl(broker: Broker, tmp_path: Path, topi
         outbox.close()
         api.stop()
         engine.dispose()
+
+
+def test_the_example_mosquitto_conf_runs_as_shipped(tmp_path: Path, topic_prefix: str) -> None:
+    """deploy/mosquitto/mosquitto.conf with only its paths and ports changed: no anonymous client on
+    either listener; a detector's event published on loopback reaches the api account over TLS."""
+    d = tmp_path
+    ca = ["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=citywatch-test-ca"]
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", *ca, cwd=d
+    )
+    _issue("server", "localhost", d, server=True)
+    (d / "acl").write_text(rewritten_acl())
+    accounts = write_passwords(d / "passwd")
+    (d / "data").mkdir()
+    plain, tls = free_port(), free_port()
+    text = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    for old, new in [
+        ("listener 1883 127.0.0.1", f"listener {plain} 127.0.0.1"),
+        ("listener 8883", f"listener {tls} 127.0.0.1"),
+        ("/etc/mosquitto/certs/", f"{d}/"),
+        ("/etc/mosquitto/passwd", str(d / "passwd")),
+        ("/etc/mosquitto/acl", str(d / "acl")),
+        ("/var/lib/mosquitto/", f"{d}/data/"),
+        ("log_dest syslog", "log_dest stdout"),
+    ]:
+        assert old in text, f"{old!r} is no longer in mosquitto.conf: update this test"
+        text = text.replace(old, new)
+    with mosquitto(d / "broker", text, accounts, port=plain) as broker:
+        clients = [
+            Client(broker, None, None),
+            Client(broker, None, None, port=tls, ca=d / "ca.crt"),
+            Client(broker, *accounts["api"], port=tls, ca=d / "ca.crt"),
+            Client(broker, *accounts["detector"]),
+        ]
+        anon_plain, anon_tls, api, detector = clients
+        try:
+            assert anon_plain.connack == anon_tls.connack == ["Not authorized"]
+            assert api.connected and detector.connected, (api.connack, detector.connack)
+            api.subscribe(f"{topic_prefix}/violations/+")
+            event = (f"{topic_prefix}/violations/cam-1", uuid.uuid4().bytes)
+            assert detector.publish(f"{topic_prefix}/commands/recheck/cam-1", b"forged") == NOT_AUTHORIZED
+            assert detector.publish(*event) == 0
+            assert wait_for(lambda: api.saw(*event))
+        finally:
+            for client in clients:
+                client.close()
