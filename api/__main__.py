@@ -17,7 +17,7 @@ from dataclasses import asdict
 import uvicorn
 from pydantic import ValidationError
 
-from api.core.config import Settings
+from api.core.config import Settings, describe
 from api.core.ingress import is_loopback
 from api.errors import ConfigError
 from api.services.auth import Authenticator
@@ -57,8 +57,14 @@ def serve(argv: list[str]) -> int:
     try:
         settings = _settings(args.dev)
         check_startup(settings, args.host)
-    except (ConfigError, ValidationError) as exc:
+    except ConfigError as exc:
         print(f"python -m api: not starting: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(
+            f"python -m api: not starting: the CITYWATCH_* settings are invalid: {describe(exc)}",
+            file=sys.stderr,
+        )
         return 2
     from api.main import create_app
 
@@ -84,8 +90,13 @@ def retention(argv: list[str]) -> int:
     try:
         settings = Settings()
         engine = create_db_engine(settings.database_url)
-    except (ConfigError, ValidationError) as exc:
+    except ConfigError as exc:
         print(f"python -m api retention: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(
+            f"python -m api retention: the CITYWATCH_* settings are invalid: {describe(exc)}", file=sys.stderr
+        )
         return 2
     try:
         run_migrations(engine)

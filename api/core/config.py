@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.core.ratelimit import Quota, parse_quota
 
 _TOPIC_SEGMENT_FORBIDDEN = ("+", "#")
+
+
+def describe(exc: ValidationError) -> str:
+    """The problems of a settings or key validation, without the values (they may be secrets)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or 'value'}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    )
 
 
 class Settings(BaseSettings):

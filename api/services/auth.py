@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from api.core.config import Settings
+from api.core.config import Settings, describe
 from api.errors import AuthenticationError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,7 @@ class Authenticator:
             )
         if not dev_mode and not configured:
             raise ConfigError(NO_KEYS_MESSAGE)
-        try:
-            entries = list(DEV_KEYS) if dev_mode else [ApiKeyEntry.model_validate(r) for r in raw]
-        except ValidationError as exc:
-            raise ConfigError(f"API key configuration is invalid: {exc}") from exc
+        entries = list(DEV_KEYS) if dev_mode else [_entry(i, r) for i, r in enumerate(raw, 1)]
         if not entries:
             raise ConfigError(f"the API key configuration lists no key. {NO_KEYS_MESSAGE}")
         anonymous = settings.anonymous_read
@@ -255,6 +252,16 @@ class Authenticator:
         if entry is None or entry.role.value != claims.get("role"):
             return None  # the key was removed or changed role since the token was issued
         return Principal(entry.name, entry.role, entry.unit, via="token")
+
+
+def _entry(number: int, raw: Any) -> ApiKeyEntry:
+    try:
+        return ApiKeyEntry.model_validate(raw)
+    except ValidationError as exc:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        which = f"API key entry {number}" + (f" ({name!r})" if isinstance(name, str) else "")
+        # the values are left out of the message: they may be keys
+        raise ConfigError(f"API key configuration is invalid: {which}: {describe(exc)}") from None
 
 
 def _read_key_file(path: Path) -> list[Any]:

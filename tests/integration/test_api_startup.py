@@ -22,7 +22,8 @@ from tests.live_api import REPO, free_port, live_api
 
 MiB = 1024 * 1024
 KEYS = json.dumps(list(TEST_KEYS.values()))
-PHOTO_LIMIT = 5 * MiB
+SECRET = "s3cret-key-value-0123456789"
+BAD_ROLE = {"name": "x", "role": "root", "key": SECRET}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -44,6 +45,9 @@ CLI = [sys.executable, "-c", "import sys; from detector.cli import main; sys.exi
         (API, ["--host", "192.0.2.10"], {"CITYWATCH_DEV_MODE": "true"}, ["loopback only"]),
         (API, ["--dev"], {"CITYWATCH_API_KEYS": KEYS}, ["unset CITYWATCH_DEV_MODE"]),
         (API, [], {"CITYWATCH_RATE_REPORTS_PER_KEY": "many"}, ["AMOUNT/PERIOD"]),
+        (API, [], {"CITYWATCH_API_KEYS": '[{"name": "x", key: "' + SECRET}, ["api_keys", "valid list"]),
+        (API, [], {"CITYWATCH_API_KEYS": json.dumps([BAD_ROLE])}, ["entry 1 ('x')", "role"]),
+        (API, [], {"CITYWATCH_API_KEYS": json.dumps([{**BAD_ROLE, "role": "admin", "unit": 7}])}, ["unit"]),
         (CLI, [], {}, ["CITYWATCH_API_KEYS"]),  # citywatch api
         (CLI, ["--dev", "--host", "::"], {}, ["loopback only"]),
     ],
@@ -62,6 +66,7 @@ def test_the_api_refuses_to_start(
     assert run.returncode == 2, run.stdout + run.stderr
     for word in words:
         assert word in run.stderr
+    assert SECRET not in run.stdout + run.stderr, "a key was echoed"
     assert not (tmp_path / "never.db").exists(), "the refused API touched its database"
 
 
