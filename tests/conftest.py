@@ -2,7 +2,10 @@
 
 - ``mqtt_broker`` (session): ``(host, port)`` of a real MQTT broker — the one on 127.0.0.1:1883
   when it answers (or ``CITYWATCH_TEST_MQTT=host:port``), else a ``mosquitto`` started from PATH
-  on a free port; without mosquitto the test fails and says how to install it.
+  on a free port; without mosquitto the test fails and says how to install it. With
+  ``CITYWATCH_TEST_BROKER=acl``: a mosquitto with the shipped ACL (deploy/mosquitto/acl), a login
+  per role and no anonymous access (``tests.mosquitto.account(role)``; the end-to-end fixtures
+  log in with it; tests that use anonymous clients of their own do not run in that mode).
 - ``pg_url`` (session): URL of a fresh database created for this test session in the local
   PostgreSQL (127.0.0.1:5432, user postgres; or ``CITYWATCH_TEST_PG_ADMIN_URL``), dropped at the
   end; skips with the reason when no PostgreSQL answers.
@@ -23,6 +26,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tests.mosquitto import ACL_MODE_ENV, acl_broker, export_accounts, forget_accounts
 
 DEFAULT_MQTT = ("127.0.0.1", 1883)
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -65,7 +70,18 @@ def scenario_clips() -> None:
 
 
 @pytest.fixture(scope="session")
-def mqtt_broker() -> Iterator[tuple[str, int]]:
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    mode = os.environ.get(ACL_MODE_ENV, "")
+    if mode:
+        if mode != "acl":
+            pytest.fail(f"{ACL_MODE_ENV}={mode!r}: the only value is 'acl'")
+        with acl_broker(tmp_path_factory.mktemp("acl-broker")) as broker:
+            export_accounts(broker.accounts)
+            try:
+                yield broker.host, broker.port
+            finally:
+                forget_accounts()
+        return
     configured = os.environ.get("CITYWATCH_TEST_MQTT")
     if configured:
         host, _, port_text = configured.rpartition(":")

@@ -118,6 +118,35 @@ OBSERVER_ACL = "\n# test harness only: publishes and sees everything, to watch w
 OBSERVER_ACL += "user observer\ntopic readwrite #\n"
 
 
+ACL_MODE_ENV = "CITYWATCH_TEST_BROKER"  # =acl: the session broker is acl_broker() (tests/conftest.py)
+
+
+def _account_vars(role: str) -> tuple[str, str]:
+    return f"CITYWATCH_TEST_MQTT_{role.upper()}_USER", f"CITYWATCH_TEST_MQTT_{role.upper()}_PASSWORD"
+
+
+def export_accounts(accounts: dict[str, tuple[str, str]]) -> None:
+    """Put each role's login in the environment (child processes of the tests inherit it)."""
+    for role, (user, password) in accounts.items():
+        user_var, password_var = _account_vars(role)
+        os.environ[user_var], os.environ[password_var] = user, password
+
+
+def forget_accounts(roles: tuple[str, ...] = ROLES) -> None:
+    for role in roles:
+        for var in _account_vars(role):
+            os.environ.pop(var, None)
+
+
+def account(role: str) -> tuple[str, str, str] | None:
+    """``(user, password, name of the password's variable)`` of ``role`` on the session broker when
+    it is the ACL broker (``CITYWATCH_TEST_BROKER=acl``); ``None`` on an anonymous broker."""
+    user_var, password_var = _account_vars(role)
+    if user_var not in os.environ or password_var not in os.environ:
+        return None
+    return os.environ[user_var], os.environ[password_var], password_var
+
+
 @contextmanager
 def acl_broker(folder: Path, extra: str = "", *, observer: bool = False) -> Iterator[Broker]:
     """Mosquitto with the shipped ACL file, a password file per role and no anonymous access;

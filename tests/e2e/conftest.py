@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.live_api import ingest_connected, live_api
+from tests.mosquitto import account
 
 
 @pytest.fixture(scope="session")
@@ -35,5 +36,8 @@ def api(tmp_path: Path, mqtt_broker: tuple[str, int], topic_prefix: str) -> Iter
         "CITYWATCH_MQTT_TOPIC_PREFIX": topic_prefix,
         "CITYWATCH_MQTT_CLIENT_ID": f"e2e-api-{uuid.uuid4().hex[:8]}",
     }
+    login = account("api")  # CITYWATCH_TEST_BROKER=acl
+    if login is not None:
+        env.update(CITYWATCH_MQTT_USERNAME=login[0], CITYWATCH_MQTT_PASSWORD=login[1])
     with live_api(tmp_path, env, ready=ingest_connected, cwd=tmp_path, args=()) as url:
         yield url

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from tests.mosquitto import account
+
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "training" / "synth" / "scenarios"
 
@@ -46,6 +48,9 @@ def make_test_config(
     cfg = yaml.safe_load((REPO / "streams.yaml").read_text())
     cfg["worker_id"] = worker
     cfg["mqtt"].update({"host": host, "port": port, "topic_prefix": prefix})
+    login = account("detector")  # CITYWATCH_TEST_BROKER=acl: the password stays in the environment
+    if login is not None:
+        cfg["mqtt"].update({"username": login[0], "password": f"${{{login[2]}}}"})
     cfg["outbox"]["dir"] = str(tmp_path / "outbox")
     cfg["evidence"]["dir"] = str(tmp_path / "evidence")
     kept = []
