@@ -194,6 +194,28 @@ def test_one_file_per_form(api: TestClient, spooled: list[Any]) -> None:
     assert stored(api) == before and all(f.closed for f in spooled)
 
 
+@pytest.mark.parametrize(
+    ("media", "status", "words"),
+    [
+        (
+            sample_jpeg("big") + b"\x00" * (5 * MiB),
+            413,
+            "limit is",
+        ),  # within the body limit, over the photo's
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, 415, "JPEG"),
+    ],
+)
+def test_open311_photo_checks_answer_in_open311_format(
+    api: TestClient, media: bytes, status: int, words: str
+) -> None:
+    before = stored(api)
+    form = {"api_key": key_of("public"), "service_code": "unclean_road", "lat": "30.6", "long": "114.3"}
+    answer = api.post("/open311/v2/requests.json", data=form, files={"media": ("m.jpg", media, "image/jpeg")})
+    assert answer.status_code == status and answer.json()[0]["code"] == status
+    assert words in answer.json()[0]["description"]
+    assert stored(api) == before
+
+
 def _walk_to_in_progress(api: TestClient) -> int:
     cid = int(_report(api, "public", sample_jpeg(uuid.uuid4().hex)).json()["id"])
     for caller, action in (("reviewer", "register"), ("dispatcher", "dispatch"), ("admin", "accept")):
