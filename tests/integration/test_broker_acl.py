@@ -17,6 +17,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -252,7 +253,7 @@ def _api_settings(broker: Broker, tmp_path: Path, prefix: str, role: str = "api"
         mqtt_host=broker.host,
         mqtt_port=broker.port,
         mqtt_username=user,
-        mqtt_password=password,
+        mqtt_password=SecretStr(password),
         mqtt_topic_prefix=prefix,
         mqtt_client_id=f"acl-api-{uuid.uuid4().hex[:8]}",
     )

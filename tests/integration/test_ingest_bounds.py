@@ -152,18 +152,19 @@ def test_a_flood_while_the_database_is_blocked_stays_within_the_bound(
     try:
         publish_all(broker, events(topic_prefix, 2000))
         # 50 held (queued or in the workers' hands) and one more in the network thread, waiting
-        wait_for(lambda: api.counts()["received"] == 51, what="the inbox to fill")
+        full = lambda: api.counts()["received"] == 51 and api.inbox()["waits"] >= 1  # noqa: E731
+        wait_for(full, what="the inbox to fill and the network thread to wait")
         inbox = api.inbox()
         assert (inbox["held"], inbox["high_water"]) == (50, 50)
-        assert inbox["waits"] >= 1
         time.sleep(1.0)  # nothing more is taken in while the database stays blocked
         assert api.counts()["received"] == 51 and api.inbox()["held"] == 50
     finally:
         gate.open.set()
-    wait_for(lambda: api.counts()["created"] == 2000, 120, "every event to become a case")
+    done = lambda: api.counts()["acked"] == 2000 and api.inbox()["held"] == 0  # noqa: E731
+    wait_for(done, 120, "every event to become a case, acked")
     counts, inbox = api.counts(), api.inbox()
     assert inbox["high_water"] <= 50 and inbox["held"] == 0
-    assert (counts["dead_letter"], counts["acked"], counts["received"]) == (0, 2000, 2000)
+    assert (counts["created"], counts["dead_letter"], counts["received"]) == (2000, 0, 2000)
 
 
 def test_oversized_messages_are_dead_lettered_or_never_sent(
@@ -195,17 +196,20 @@ def test_a_reconnect_during_an_outage_drops_the_queued_copies_of_the_old_connect
     try:
         publish_all(broker, events(topic_prefix, 30))
         wait_for(lambda: api.inbox()["held"] == 30, what="all 30 held")
-        in_hand = 30 - api.inbox()["queued"]
-        assert 0 < in_hand < 30
-        api.ingest._client.socket().shutdown(socket.SHUT_RDWR)  # the connection drops
+        wait_for(lambda: api.inbox()["queued"] < 30, what="a batch in the workers' hands")
+        sock = api.ingest._client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)  # the connection drops
         wait_for(lambda: api.inbox()["stale_dropped"] > 0, what="the reconnect")
-        assert api.inbox()["stale_dropped"] == 30 - in_hand  # the queued copies went
+        # at most 3 batches of 5 are in hand (one committing, one prepared, one being handed over)
+        dropped = api.inbox()["stale_dropped"]
+        assert 15 <= dropped < 30
     finally:
         gate.open.set()
     wait_for(lambda: api.counts()["acked"] == 30, what="the broker's copies to be acked")
     counts = api.counts()
     # each event made one case; only the copies already in hand were handled twice
-    assert (counts["created"], counts["duplicate"], counts["not_acked"]) == (30, in_hand, in_hand)
+    assert (counts["created"], counts["duplicate"], counts["not_acked"]) == (30, 30 - dropped, 30 - dropped)
 
 
 def test_the_detector_never_receives_a_message_over_its_maximum_packet_size(
