@@ -55,7 +55,7 @@ class ModelUnderTest:
 
 def default_model(pt_override: str | None = None, imgsz: int | None = None) -> ModelUnderTest:
     """The manifest's default model and its exports; ``pt_override`` benches a bare .pt instead."""
-    from detector.manifest import load_manifest, resolve_path
+    from detector.contracts.manifest import load_manifest, resolve_path
 
     if pt_override:
         from detector.inference import load_backend

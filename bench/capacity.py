@@ -116,12 +116,12 @@ class Meter:
 
 def probe_detector(n: int, clip: Path, window: float, max_wait: float) -> dict[str, Any]:
     from detector.config import ModelConfig, StreamConfig
-    from detector.inference_service import InferenceService
-    from detector.model import load_model
+    from detector.delivery.publisher import JsonlSink
+    from detector.inference.model import load_model
+    from detector.inference.service import InferenceService
     from detector.pipeline import StreamPipeline
-    from detector.publisher import JsonlSink
     from detector.sources import Frame
-    from detector.worker import StreamWorker
+    from detector.sources.worker import StreamWorker
     from tests.rtsp_server import RtspServer
 
     # the manifest default; CITYWATCH_BENCH_MODEL='{"path": "x.onnx"}' benches another model

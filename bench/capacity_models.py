@@ -32,7 +32,7 @@ def shipped_models(config: Path | None = None) -> dict[str, Any]:
 
 def bench_config(mode: str, urls: list[str], rate: float) -> Any:
     """A CitywatchConfig of ``urls`` with the shipped models: ``two-models`` keeps its rule_models."""
-    from detector.config_schema import CitywatchConfig
+    from detector.config.schema import CitywatchConfig
 
     models = shipped_models()
     streams = [
@@ -55,9 +55,9 @@ def bench_config(mode: str, urls: list[str], rate: float) -> Any:
 def tune_first(log: Any) -> None:
     """Measure the configuration's models on this host before any probe (``citywatch models tune``),
     so no probe measures at start-up while RTSP sessions load the box; a valid cache is kept."""
-    from detector.manifest import load_manifest
-    from detector.tune import tune_and_cache
-    from detector.tune_cache import cache_path, host_info, lookup
+    from detector.contracts.manifest import load_manifest
+    from detector.inference.tune import tune_and_cache
+    from detector.inference.tune_cache import cache_path, host_info, lookup
 
     host, manifest = host_info(), load_manifest()
     models = shipped_models()
@@ -73,11 +73,11 @@ def probe_models(
     mode: str, n: int, clip: Path, window: float, max_wait: float, meter: Any, summary: Any, gop_s: float
 ) -> dict[str, Any]:
     """One count of ``mode``: like ``capacity.probe_detector`` with the configuration's models."""
-    from detector.inference_service import InferenceService
-    from detector.publisher import JsonlSink
-    from detector.rule_models import load_rule_models
+    from detector.delivery.publisher import JsonlSink
+    from detector.inference.rule_models import load_rule_models
+    from detector.inference.service import InferenceService
     from detector.sources import Frame
-    from detector.worker import StreamWorker
+    from detector.sources.worker import StreamWorker
     from tests.rtsp_server import RtspServer
 
     stop = threading.Event()

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector.config import ModelConfig
-from detector.model import load_model
+from detector.inference.model import load_model
 from training.tiles import read_yolo
 
 

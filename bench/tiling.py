@@ -18,8 +18,8 @@ import _common
 import cv2
 import numpy as np
 
-from detector.config_model import ModelConfig
-from detector.model import load_model
+from detector.config.model import ModelConfig
+from detector.inference.model import load_model
 
 STILLS = _common.REPO / "tests" / "realworld" / "images"
 VEHICLE_CLASSES = {"car", "truck", "bus", "motorcycle", "vehicle"}

@@ -16,13 +16,13 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.config import EvidenceConfig, StreamConfig
-from detector.detections import Detections
-from detector.events import build_event, violation_id
+from detector.contracts.detections import Detections
+from detector.contracts.events import build_event, violation_id
+from detector.delivery.publisher import EventSink
 from detector.evidence import Evidence, render_evidence
-from detector.publisher import EventSink
 from detector.rules.base import ViolationUpdate
 from detector.rules.engine import RuleEngine, label_map
-from detector.zones import Zone
+from detector.rules.zones import Zone
 
 log = logging.getLogger(__name__)
 

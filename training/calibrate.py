@@ -36,7 +36,7 @@ def threshold_for_recall(best_scores: Sequence[float], recall: float) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     import cv2
 
-    from detector.detections import box_iou
+    from detector.contracts.detections import box_iou
     from training.dataset import label_path, load_dataset
     from training.tiles import read_yolo
 

@@ -1,8 +1,9 @@
 """`citywatch train | eval | export | models` (also `python -m training ...`).
 
-Everything runs offline: ultralytics is prepared by :func:`detector.ultralytics_env.prepare_offline` before
-it is imported, models start from scratch, INT8 calibrates on our own data. Exit status: 0 ok, 1 an error we
-explain on stderr, 2 bad command line.
+Everything runs offline: ultralytics is prepared by
+:func:`detector.inference.ultralytics_env.prepare_offline` before it is imported, models start from
+scratch, INT8 calibrates on our own data. Exit status: 0 ok, 1 an error we explain on stderr, 2 bad
+command line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from detector.manifest import (
+from detector.contracts.manifest import (
     ManifestError,
     ModelEntry,
     load_manifest,
@@ -21,7 +22,7 @@ from detector.manifest import (
     resolve_path,
     verify_sha256,
 )
-from detector.ultralytics_env import OfflineSetupError
+from detector.inference.ultralytics_env import OfflineSetupError
 from training.errors import EvalError, TrainingError
 
 DEFAULT_ARCH = "training/arch/citywatch-n.yaml"
@@ -108,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("ref", help="name (always its highest version) or name@version (pinned)")
     pr.add_argument("--backend", choices=["ultralytics", "onnx", "openvino"], default=None)
     pr.add_argument("--precision", choices=["fp32", "int8"], default=None)
-    from detector.tune import DESCRIPTION, add_arguments
+    from detector.inference.tune import DESCRIPTION, add_arguments
 
     add_arguments(
         msub.add_parser(
@@ -221,7 +222,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
     from training import registry
 
     if a.models_command == "tune":
-        from detector import tune
+        from detector.inference import tune
 
         return tune.run(a)
     if a.models_command == "list":

@@ -23,7 +23,7 @@ from typing import Any, cast, get_args
 
 import yaml
 
-from detector.manifest import RuleLabel
+from detector.contracts.manifest import RuleLabel
 from training.errors import DatasetError
 
 IMAGE_SUFFIXES = frozenset(

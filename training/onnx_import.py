@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from detector.manifest import ManifestError, ModelEntry
+from detector.contracts.manifest import ManifestError, ModelEntry
 from training.errors import TrainingError
 
 
@@ -59,7 +59,7 @@ def build_checkpoint(onnx_path: Path, scale: str = "n") -> dict[str, Any]:
     import torch
     from torch import nn
 
-    from detector.ultralytics_env import prepare_offline
+    from detector.inference.ultralytics_env import prepare_offline
 
     prepare_offline()
     from ultralytics import __version__ as ul_version
@@ -152,7 +152,7 @@ def register_import(
 
     import torch
 
-    from detector.manifest import check_name_version, models_dir, sha256_file
+    from detector.contracts.manifest import check_name_version, models_dir, sha256_file
     from training.registry import register
 
     check_name_version(name, version)

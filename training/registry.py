@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from detector.manifest import (
+from detector.contracts.manifest import (
     REPO_ROOT,
     Backend,
     Manifest,

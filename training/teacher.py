@@ -129,7 +129,7 @@ def label(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from detector.config import ModelConfig
-    from detector.model import ModelResolveError, load_model
+    from detector.inference.model import ModelResolveError, load_model
 
     files = expand(a.sources)
     if not files:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from detector.manifest import (
+from detector.contracts.manifest import (
     REPO_ROOT,
     ManifestError,
     Metrics,

@@ -1,8 +1,8 @@
 """The inference backend interface and the YOLO tensor pipeline shared by the ONNX and OpenVINO backends.
 
-A backend takes a batch of BGR images and returns one :class:`~detector.detections.Detections` per image,
-boxes in that image's pixels, ``data["class_name"]`` filled. Backends load their runtime in ``__init__``
-(no import-time side effects) and are not thread-safe: one inference worker owns one backend.
+A backend takes a batch of BGR images and returns one :class:`~detector.contracts.detections.Detections` per
+image, boxes in that image's pixels, ``data["class_name"]`` filled. Backends load their runtime in
+``__init__`` (no import-time side effects) and are not thread-safe: one inference worker owns one backend.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.inference.letterbox import LetterboxInfo, letterbox, to_tensor
 from detector.inference.nms import decode_end2end, decode_yolo
 

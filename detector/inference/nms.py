@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from detector.detections import box_iou
+from detector.contracts.detections import box_iou
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]

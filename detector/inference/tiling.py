@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detector.detections import Detections, FloatArray, box_iou
+from detector.contracts.detections import Detections, FloatArray, box_iou
 from detector.inference.base import Image, InferenceBackend
 
 Window = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.inference.base import (
     BackendKind,
     Image,
@@ -29,7 +29,7 @@ _offline_ready = False
 
 
 def prepare_ultralytics_offline() -> None:
-    """Make ultralytics run offline before it is imported (``detector.ultralytics_env`` when present).
+    """Make ultralytics run offline before it is imported (``detector.inference.ultralytics_env``).
 
     Once per process: a second call would only warn that ultralytics is already imported.
     """
@@ -37,9 +37,9 @@ def prepare_ultralytics_offline() -> None:
     if _offline_ready:
         return
     try:
-        env = importlib.import_module("detector.ultralytics_env")
+        env = importlib.import_module("detector.inference.ultralytics_env")
     except ModuleNotFoundError as exc:
-        if exc.name != "detector.ultralytics_env":
+        if exc.name != "detector.inference.ultralytics_env":
             raise
         os.environ["YOLO_OFFLINE"] = "true"
         os.environ["YOLO_AUTOINSTALL"] = "false"

@@ -1,7 +1,7 @@
 """The four violation rules, their parameters and the per-stream engine.
 
 Parameters are imported eagerly (they depend on nothing else of ours); the engine and the rule
-base are loaded on first use, so ``detector.zones`` can import the parameters without a cycle.
+base are loaded on first use, so ``detector.rules.zones`` can import the parameters without a cycle.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ from typing import ClassVar, Generic, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.params import RuleParams, RulesConfig
-from detector.tracker import Box, FrameClock, box_tuple, labels_of
-from detector.zones import FrameSize, Zone
+from detector.rules.tracker import Box, FrameClock, box_tuple, labels_of
+from detector.rules.zones import FrameSize, Zone
 
 Event = Literal["opened", "updated", "cleared"]
 P = TypeVar("P", bound=RuleParams)

@@ -3,7 +3,7 @@
 ``step`` takes the detections of one sampled frame (model class names in ``data["class_name"]``),
 maps the class names onto rule labels, tracks them, and returns the violation lifecycle events.
 
-Detections merged from several models (``detector.rule_models``) already carry their rule label
+Detections merged from several models (``detector.inference.rule_models``) already carry their rule label
 (``data["label"]``) and the model that found them (``data["model"]``); with ``rule_sources`` (rule name
 -> model id) each rule sees only the detections of the model that serves it.
 """
@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.base import Rule, RuleError, ViolationUpdate, class_mask
 from detector.rules.litter import LitterRule
 from detector.rules.params import RulesConfig
 from detector.rules.parking import ParkingRule
 from detector.rules.structure import StructureRule
+from detector.rules.tracker import Tracker
 from detector.rules.vending import VendingRule
-from detector.tracker import Tracker
-from detector.zones import FrameSize, Zone, ZoneError
+from detector.rules.zones import FrameSize, Zone, ZoneError
 
 LabelOf = Callable[[str], str | None]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.base import CellRule, Entry
 from detector.rules.params import LitterParams, RulesConfig
-from detector.zones import FrameSize
+from detector.rules.zones import FrameSize
 
 
 class LitterRule(CellRule[LitterParams]):

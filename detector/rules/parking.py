@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.base import Entry, Rule, RuleError, class_mask, new_entry
 from detector.rules.params import ParkingParams, RulesConfig
-from detector.tracker import Anchor, Box, box_tuple, iou, labels_of
-from detector.zones import FrameSize, Zone
+from detector.rules.tracker import Anchor, Box, box_tuple, iou, labels_of
+from detector.rules.zones import FrameSize, Zone
 
 REACQUIRE_IOU = 0.3
 

@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.base import CellRule, Entry
 from detector.rules.params import RulesConfig, VendingParams
-from detector.zones import FrameSize
+from detector.rules.zones import FrameSize
 
 
 @lru_cache(maxsize=32)

@@ -34,7 +34,7 @@ def resolve_model(
     imgsz: int | None,
 ) -> tuple[ModelSpec, dict[str, str]]:
     """A manifest name (None: the default model) or a model file -> spec and its class -> rule label map."""
-    from detector.manifest import ManifestError, load_manifest, resolve_path, sha256_file
+    from detector.contracts.manifest import ManifestError, load_manifest, resolve_path, sha256_file
 
     if ref is not None and Path(ref).exists():
         p = Path(ref)
@@ -75,11 +75,11 @@ def resolve_model(
 
 
 def _mqtt(a: argparse.Namespace) -> tuple[object, Path]:
-    from detector.mqtt import MqttSettings
+    from detector.delivery.mqtt import MqttSettings
 
     if a.config is not None:
+        from detector.commands.run import mqtt_settings
         from detector.config import ConfigError, load_config
-        from detector.runner import mqtt_settings
 
         try:
             loaded = load_config(a.config, strict=False)

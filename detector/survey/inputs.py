@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.survey.errors import SurveyInputError
-from detector.telemetry import (
+from detector.survey.telemetry import (
     PHOTO_SUFFIXES,
     Telemetry,
     TelemetryError,

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.evidence import render_evidence
 from detector.survey.geo import MetricCRS, ground_offsets, offsets_to_latlon, pixel_sigma_m
 from detector.survey.plan import PlannedFrame

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from detector.survey.errors import GeoreferenceError
 from detector.survey.geo import Camera, CameraPose
 from detector.survey.inputs import Candidate, SurveyInput
-from detector.telemetry import TelemetryRecord, bearing_deg, haversine_m
+from detector.survey.telemetry import TelemetryRecord, bearing_deg, haversine_m
 
 MIN_HEIGHT_M = 5.0
 

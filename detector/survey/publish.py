@@ -2,7 +2,7 @@
 
 The event's ``violation_id`` is derived from the stream, the class, the position (rounded to about a
 metre) and the first sighting, so publishing the same survey again never makes a second case.
-Events go through :class:`~detector.publisher.Publisher`: stored in the outbox first and deleted on
+Events go through :class:`~detector.delivery.publisher.Publisher`: stored in the outbox first and deleted on
 PUBACK; whatever the broker has not acknowledged within ``flush_s`` stays in the outbox and is sent by
 the next ``--publish`` run with the same outbox.
 """
@@ -19,9 +19,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detector.events import build_event, violation_id
+from detector.contracts.events import build_event, violation_id
+from detector.delivery.mqtt import MqttSettings
 from detector.evidence import Evidence
-from detector.mqtt import MqttSettings
 from detector.survey.errors import SurveyPublishError
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,10 @@ def publish_events(
     events: Sequence[Mapping[str, Any]], settings: MqttSettings, outbox_path: Path, flush_s: float = 30.0
 ) -> dict[str, int]:
     """Put every event in the outbox and wait up to ``flush_s`` for the broker's acknowledgements."""
-    from detector.broker import broker_answers
-    from detector.mqtt import MqttError, PahoCommunicator
-    from detector.outbox import Outbox, OutboxError
-    from detector.publisher import Publisher
+    from detector.delivery.broker import broker_answers
+    from detector.delivery.mqtt import MqttError, PahoCommunicator
+    from detector.delivery.outbox import Outbox, OutboxError
+    from detector.delivery.publisher import Publisher
 
     if not broker_answers(settings.host, settings.port):
         raise SurveyPublishError(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.survey.errors import SurveyInputError
 from detector.survey.observe import FrameDetector, Image
 from detector.survey.plan import PlannedFrame

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from detector.detections import Detections, box_iou
+from detector.contracts.detections import Detections, box_iou
 from detector.inference import InferenceBackend
 
 Image = npt.NDArray[np.uint8]

@@ -14,7 +14,7 @@ from tests.mosquitto import account
 
 @pytest.fixture(scope="session")
 def default_model_ready() -> None:
-    from detector.manifest import ManifestError, load_manifest, resolve_path
+    from detector.contracts.manifest import ManifestError, load_manifest, resolve_path
 
     try:
         entry = load_manifest().get(None)

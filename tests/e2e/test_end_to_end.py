@@ -39,7 +39,15 @@ def run_detector(config: Path, tmp_path: Path, name: str) -> None:
     log = tmp_path / f"{name}.log"
     with log.open("w") as fh:
         rc = subprocess.call(
-            [sys.executable, "-m", "detector.cli", "run", "--config", str(config), "--exit-when-done"],
+            [
+                sys.executable,
+                "-m",
+                "detector.commands.cli",
+                "run",
+                "--config",
+                str(config),
+                "--exit-when-done",
+            ],
             cwd=REPO,
             stdout=fh,
             stderr=subprocess.STDOUT,

@@ -186,7 +186,7 @@ class Api:
 
 
 class Detector:
-    """``python -m detector.cli run --exit-when-done`` on the demo clip."""
+    """``python -m detector.commands.cli run --exit-when-done`` on the demo clip."""
 
     def __init__(self, tmp: Path, broker: Mosquitto, prefix: str) -> None:
         self.tmp = tmp
@@ -212,7 +212,7 @@ class Detector:
         cmd = [
             sys.executable,
             "-m",
-            "detector.cli",
+            "detector.commands.cli",
             "run",
             "--config",
             str(self.config(speed)),

@@ -65,7 +65,7 @@ def test_recheck_sends_back_then_closes(
     )
     log = (tmp_path / "detector.log").open("w")
     det = subprocess.Popen(
-        [sys.executable, "-m", "detector.cli", "run", "--config", str(cfg), "--exit-when-done"],
+        [sys.executable, "-m", "detector.commands.cli", "run", "--config", str(cfg), "--exit-when-done"],
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,

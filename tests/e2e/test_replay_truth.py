@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.cli import main as citywatch
+from detector.commands.cli import main as citywatch
 from tests.e2e.helpers import REPO, SCENARIOS, load_truth, scenario_truths, stream_for_video
 
 pytestmark = pytest.mark.slow

@@ -32,7 +32,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 API = [sys.executable, "-m", "api"]
-CLI = [sys.executable, "-c", "import sys; from detector.cli import main; sys.exit(main())", "api"]
+CLI = [sys.executable, "-c", "import sys; from detector.commands.cli import main; sys.exit(main())", "api"]
 
 
 @pytest.mark.parametrize(

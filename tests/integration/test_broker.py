@@ -21,12 +21,12 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from detector.broker import BrokerError, EmbeddedBroker, broker_answers, ensure_broker, topic_matches
-from detector.events import EventError, build_event, violation_id
+from detector.contracts.events import EventError, build_event, violation_id
+from detector.delivery.broker import BrokerError, EmbeddedBroker, broker_answers, ensure_broker, topic_matches
+from detector.delivery.mqtt import MqttConfigError, MqttSettings, PahoCommunicator
+from detector.delivery.outbox import Outbox
+from detector.delivery.publisher import Publisher
 from detector.evidence import render_evidence
-from detector.mqtt import MqttConfigError, MqttSettings, PahoCommunicator
-from detector.outbox import Outbox
-from detector.publisher import Publisher
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -332,7 +332,7 @@ def test_citywatch_run_never_starts_a_broker(tmp_path: Path) -> None:
         f"outbox: {{dir: {tmp_path / 'outbox'}}}\nstreams: [{{id: cam-1, url: {tmp_path / 'none.mp4'}}}]\n"
     )
     run = subprocess.run(
-        [sys.executable, "-m", "detector.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "detector.commands.cli", "run", "--config", str(config)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 2, run.stderr[-2000:]

@@ -29,9 +29,9 @@ from api.ingest.mqtt import MqttIngest
 from api.ingest.service import IngestOutcome, IngestResult
 from api.models import Case
 from api.services.recheck_mqtt import RecheckMqtt
-from detector.mqtt import MqttSettings, PahoCommunicator, ReceivedMessage
-from detector.outbox import Outbox
-from detector.publisher import Publisher
+from detector.delivery.mqtt import MqttSettings, PahoCommunicator, ReceivedMessage
+from detector.delivery.outbox import Outbox
+from detector.delivery.publisher import Publisher
 from tests.integration.test_delivery_security import _issue, _openssl
 from tests.integration.test_publisher_mqtt import make_event
 from tests.mosquitto import REPO, Broker, acl_broker, free_port, mosquitto, rewritten_acl, write_passwords

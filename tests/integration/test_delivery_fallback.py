@@ -19,7 +19,7 @@ from api.core.evidence import EvidenceStore
 from api.core.migrate import run_migrations
 from api.ingest.mqtt import MqttIngest
 from api.ingest.sample import encode, sample_event
-from detector.broker import EmbeddedBroker
+from detector.delivery.broker import EmbeddedBroker
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float) -> Any:

@@ -25,9 +25,9 @@ from api.core.db import create_db_engine, create_session_factory
 from api.core.evidence import EvidenceStore
 from api.core.migrate import run_migrations
 from api.ingest.mqtt import MqttIngest
-from detector.mqtt import MqttSettings, PahoCommunicator
-from detector.outbox import Outbox
-from detector.publisher import Publisher
+from detector.delivery.mqtt import MqttSettings, PahoCommunicator
+from detector.delivery.outbox import Outbox
+from detector.delivery.publisher import Publisher
 from tests.integration.test_publisher_mqtt import make_event
 
 pytestmark = pytest.mark.mqtt

@@ -29,7 +29,7 @@ from api.core.migrate import run_migrations
 from api.ingest.mqtt import MqttIngest
 from api.ingest.sample import encode, sample_event
 from api.models import DeadLetter
-from detector.mqtt import MqttSettings, PahoCommunicator, ReceivedMessage
+from detector.delivery.mqtt import MqttSettings, PahoCommunicator, ReceivedMessage
 from tests.mosquitto import Broker, mosquitto
 
 pytestmark = pytest.mark.mqtt

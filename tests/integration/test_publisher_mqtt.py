@@ -24,12 +24,12 @@ import paho.mqtt.publish as mqtt_publish
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from detector.broker import broker_answers
-from detector.events import EventSchemaError, build_event, violation_id
+from detector.contracts.events import EventSchemaError, build_event, violation_id
+from detector.delivery.broker import broker_answers
+from detector.delivery.mqtt import MqttSettings, PahoCommunicator
+from detector.delivery.outbox import Outbox, OutboxFullError
+from detector.delivery.publisher import JsonlSink, Publisher, PublisherStoppedError
 from detector.evidence import render_evidence
-from detector.mqtt import MqttSettings, PahoCommunicator
-from detector.outbox import Outbox, OutboxFullError
-from detector.publisher import JsonlSink, Publisher, PublisherStoppedError
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1767254420.0
@@ -216,7 +216,7 @@ def test_state_is_retained_and_only_the_latest_kept(
 _KILLED_WORKER = textwrap.dedent(
     """
     import sys, time
-    from detector.mqtt import MqttSettings, PahoCommunicator
+    from detector.delivery.mqtt import MqttSettings, PahoCommunicator
     host, port, worker, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     comm = PahoCommunicator(MqttSettings(host=host, port=port, worker=worker, topic_prefix=prefix)).start()
     comm.wait_connected(10)

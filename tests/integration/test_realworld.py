@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from detector.cli import main as citywatch
-from detector.evalclips import failures, load_expectations
+from detector.commands.cli import main as citywatch
+from detector.commands.evalclips import failures, load_expectations
 
 pytestmark = pytest.mark.slow
 

@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 
 from detector.config import StreamConfig
-from detector.detections import Detections
+from detector.contracts.detections import Detections
+from detector.delivery.publisher import JsonlSink
 from detector.inference import InferenceBackend
-from detector.inference_service import InferenceService
-from detector.mainstream import MainStreamPipeline, main_stream_grabber
+from detector.inference.service import InferenceService
 from detector.pipeline import ModelInfo
-from detector.publisher import JsonlSink
 from detector.rules.base import ViolationUpdate
 from detector.sources import Frame, VideoSource, grab_frame
-from detector.worker import StreamWorker
+from detector.sources.mainstream import MainStreamPipeline, main_stream_grabber
+from detector.sources.worker import StreamWorker
 from tests.integration.rtsp_helpers import SCENARIOS, GarbageCamera, reencode, require_rtsp_server
 from tests.rtsp_server import RtspServer
 
@@ -157,7 +157,7 @@ def test_broken_sources_fail_clearly_and_the_others_keep_their_rate(
         )
     svc.start()
     try:
-        with caplog.at_level(logging.INFO, logger="detector.worker"):
+        with caplog.at_level(logging.INFO, logger="detector.sources.worker"):
             for w in workers:
                 w.start()
             time.sleep(18)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.runner import Detector, load
+from detector.commands.run import Detector, load
 from tests.integration.rtsp_helpers import (
     REPO,
     SCENARIOS,
@@ -42,7 +42,7 @@ def model_section() -> dict[str, Any]:
     override = os.environ.get("CITYWATCH_TEST_MODEL")
     if override:
         return {"path": override, "backend": "ultralytics" if override.endswith(".pt") else None}
-    from detector.manifest import ManifestError, load_manifest, resolve_path
+    from detector.contracts.manifest import ManifestError, load_manifest, resolve_path
 
     try:
         resolve_path(load_manifest().get(None))

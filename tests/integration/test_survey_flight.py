@@ -26,7 +26,7 @@ from detector.survey.cli import main as survey_main
 from detector.survey.errors import SurveyResumeError
 from detector.survey.replay import BoxReplaySpec
 from detector.survey.runner import SurveyOptions, run_survey
-from detector.telemetry import haversine_m
+from detector.survey.telemetry import haversine_m
 from training.synth.flight import FlightScene, FlightSpec, render_flight
 
 SEED = 3
@@ -176,7 +176,7 @@ def test_cli_errors_are_actionable(tmp_path, capsys):
 
 @pytest.mark.mqtt
 def test_publish_one_case_per_new_structure(flights, tmp_path, mqtt_broker, topic_prefix):
-    from detector.mqtt import MqttSettings
+    from detector.delivery.mqtt import MqttSettings
     from detector.survey.publish import CaseSettings, case_events, publish_events
 
     survey(flights["a"], tmp_path / "a")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from detector.survey.cli import main as survey_main
-from detector.telemetry import haversine_m
+from detector.survey.telemetry import haversine_m
 from training.synth.flight import FlightScene, FlightSpec, render_flight
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def _model() -> str:
     path = os.environ.get("CITYWATCH_SURVEY_MODEL")
     if path:
         return path
-    from detector.manifest import ManifestError, load_manifest
+    from detector.contracts.manifest import ManifestError, load_manifest
 
     try:
         return load_manifest().get(None).name

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from detector.manifest import load_manifest, resolve_path, sha256_file, verify_sha256
-from detector.ultralytics_env import prepare_offline
+from detector.contracts.manifest import load_manifest, resolve_path, sha256_file, verify_sha256
+from detector.inference.ultralytics_env import prepare_offline
 
 pytestmark = pytest.mark.slow
 

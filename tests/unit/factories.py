@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from detector.config import load_config_text
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.base import ViolationUpdate
 from detector.rules.engine import RuleEngine
 

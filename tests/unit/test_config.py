@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from detector.config import ConfigError, ConfigFileError, load_config, load_config_text, mask_url
-from detector.config_check import check, main
+from detector.config.check import check, main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "config"
 CAM_SECRET = "s3cr3t-cam-pw"

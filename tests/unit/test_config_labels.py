@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.config_check import check
-from detector.config_labels import ModelLabels, describe_path, label_problems
-from detector.config_model import ModelConfig
+from detector.config.check import check
+from detector.config.labels import ModelLabels, describe_path, label_problems
+from detector.config.model import ModelConfig
 from tests.unit.factories import rule_models_config
 
 COCO = ModelLabels("yolov8n-coco@1.0.0", ("person", "car", "bus"), frozenset({"vehicle"}))

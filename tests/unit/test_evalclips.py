@@ -8,10 +8,17 @@ from typing import Any
 
 import pytest
 
-from detector.evalclips.cli import format_text, report
-from detector.evalclips.judge import Case, Seen, cases_from_events, in_region, judge_still, judge_video
-from detector.evalclips.runner import ClipResult
-from detector.evalclips.spec import ExpectationsError, StillClip, VideoClip, load_expectations
+from detector.commands.evalclips.cli import format_text, report
+from detector.commands.evalclips.judge import (
+    Case,
+    Seen,
+    cases_from_events,
+    in_region,
+    judge_still,
+    judge_video,
+)
+from detector.commands.evalclips.runner import ClipResult
+from detector.commands.evalclips.spec import ExpectationsError, StillClip, VideoClip, load_expectations
 
 MIN_SCORE = {"vehicle": 0.35, "vendor": 0.35, "structure": 0.35, "litter": 0.35}
 
@@ -304,7 +311,7 @@ def test_documented_examples_are_valid(tmp_path: Path) -> None:
     """The examples in the module docstring and in the README's "Real footage" section load."""
     import re
 
-    import detector.evalclips as module
+    import detector.commands.evalclips as module
 
     doc = module.__doc__ or ""
     block = doc[doc.index("    version: 1") : doc.index("Strict by design")]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector.events import (
+from detector.contracts.events import (
     SCHEMA_NAME,
     EventError,
     EventSchemaError,

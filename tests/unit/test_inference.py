@@ -18,7 +18,7 @@ import onnx
 import pytest
 import torch
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.inference import (
     BACKENDS,
     InferenceBackend,

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.inference import InferenceBackend, InferenceError
-from detector.inference_service import InferenceService, InferenceServiceError
+from detector.inference.service import InferenceService, InferenceServiceError
 from detector.sources import Frame
 
 

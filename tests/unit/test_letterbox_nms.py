@@ -219,6 +219,6 @@ def test_a_group_keeps_one_box_per_object() -> None:
 def test_label_groups(
     names: tuple[str, ...], labels: dict[str, str], expected: tuple[tuple[int, ...], ...]
 ) -> None:
-    from detector.model import label_groups
+    from detector.inference.model import label_groups
 
     assert label_groups(names, labels) == expected

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.manifest import (
+from detector.contracts.manifest import (
     REPO_ROOT,
     Manifest,
     ManifestError,
@@ -239,7 +239,10 @@ def test_add_refuses_same_version(tmp_path: Path) -> None:
 
 
 def test_manifest_module_does_not_import_torch() -> None:
-    code = "import sys, detector.manifest; print('torch' in sys.modules or 'ultralytics' in sys.modules)"
+    code = (
+        "import sys, detector.contracts.manifest; "
+        "print('torch' in sys.modules or 'ultralytics' in sys.modules)"
+    )
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from detector.outbox import Outbox, OutboxError, OutboxFullError
+from detector.delivery.outbox import Outbox, OutboxError, OutboxFullError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -187,7 +187,7 @@ def test_concurrent_puts_from_threads(outbox: Outbox) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys
-    from detector.outbox import Outbox
+    from detector.delivery.outbox import Outbox
     box = Outbox(sys.argv[1], max_events=1_000_000)
     i = 0
     while True:

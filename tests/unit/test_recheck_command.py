@@ -1,5 +1,5 @@
 """The detector takes re-check commands only in the agreed shape, for the stream of their topic,
-and answers only on the agreed topic (detector/recheck.py)."""
+and answers only on the agreed topic (detector/delivery/recheck.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import detector.recheck as recheck
-from detector.detections import Detections
-from detector.mqtt import AckCallback, Communicator, MessageCallback, PublishHandle, ReceivedMessage
-from detector.recheck import MAX_COMMAND_BYTES, RecheckCommand, RecheckCommandError, Rechecker
+import detector.delivery.recheck as recheck
+from detector.contracts.detections import Detections
+from detector.delivery.mqtt import AckCallback, Communicator, MessageCallback, PublishHandle, ReceivedMessage
+from detector.delivery.recheck import MAX_COMMAND_BYTES, RecheckCommand, RecheckCommandError, Rechecker
 
 PREFIX = "citywatch/v1"
 STREAM = "cam-1"

@@ -1,4 +1,4 @@
-"""Several models in one deployment (detector/rule_models.py): which model serves which rule, one
+"""Several models in one deployment (detector/inference/rule_models.py): which model serves which rule, one
 instance per distinct model, merged detections where each rule sees only its own model's."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector.config_model import ModelConfig
-from detector.detections import Detections
-from detector.model import LoadedModel
-from detector.pipeline import ModelInfo
-from detector.rule_models import (
+from detector.config.model import ModelConfig
+from detector.contracts.detections import Detections
+from detector.inference.model import LoadedModel
+from detector.inference.rule_models import (
     enabled_rules,
     label_detections,
     load_rule_models,
     rule_model_configs,
 )
+from detector.pipeline import ModelInfo
 from tests.unit.factories import ALL_RULES, FRAME, every, make_detections, rule_models_config
 
 COCO_LABELS = {"car": "vehicle", "truck": "vehicle", "bus": "vehicle", "motorcycle": "vehicle"}
@@ -231,7 +231,7 @@ def test_engine_filters_by_model_even_when_labels_overlap() -> None:
     ],
 )
 def test_tracks_do_not_pass_between_models(first: str | None, second: str | None, same_track: bool) -> None:
-    from detector.tracker import Tracker
+    from detector.rules.tracker import Tracker
 
     def det(model: str | None) -> Detections:
         d = make_detections([CAR], classes="vehicle")

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from detector.rules import RULE_NAMES, RuleEngine, label_map
 from detector.rules.base import RuleError
 from detector.rules.params import ParkingParams, RulesConfig
-from detector.tracker import FrameTimeError
-from detector.zones import Zone, ZoneError
+from detector.rules.tracker import FrameTimeError
+from detector.rules.zones import Zone, ZoneError
 from tests.unit.factories import FRAME, events, every, make_detections, run, shifted
 
 CAR = [100.0, 300.0, 260.0, 400.0]

@@ -4,10 +4,10 @@ from collections.abc import Callable
 
 import pytest
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.engine import RuleEngine
 from detector.rules.params import RulesConfig
-from detector.zones import Zone
+from detector.rules.zones import Zone
 from tests.unit.factories import FRAME, events, every, make_detections, run, shifted
 
 ROAD = Zone("road-1", [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], ["unclean_road"])

@@ -4,10 +4,10 @@ from collections.abc import Callable
 
 import pytest
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.engine import RuleEngine
 from detector.rules.params import RulesConfig
-from detector.zones import Zone
+from detector.rules.zones import Zone
 from tests.unit.factories import events, every, make_detections, run, shifted
 
 CAR = [100.0, 300.0, 260.0, 400.0]  # bottom-centre (180, 400): inside the lower half

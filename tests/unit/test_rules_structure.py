@@ -4,11 +4,11 @@ from collections.abc import Callable
 
 import pytest
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.engine import RuleEngine
 from detector.rules.params import RulesConfig
 from detector.rules.structure import StructureRule
-from detector.zones import Zone
+from detector.rules.zones import Zone
 from tests.unit.factories import FRAME, events, every, make_detections, run
 
 SHED = [600.0, 100.0, 800.0, 300.0]

@@ -10,7 +10,7 @@ from detector.rules.base import ViolationUpdate
 from detector.rules.engine import RuleEngine
 from detector.rules.params import RulesConfig, VendingParams
 from detector.rules.vending import in_active_hours
-from detector.zones import Zone
+from detector.rules.zones import Zone
 from tests.unit.factories import FRAME, events, every, make_detections, run, shifted
 
 SH = ZoneInfo("Asia/Shanghai")

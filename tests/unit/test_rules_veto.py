@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.rules.engine import RuleEngine, label_map, vetoed
 from detector.rules.params import RulesConfig
-from detector.zones import Zone
+from detector.rules.zones import Zone
 
 
 def dets(rows: list[tuple[tuple[float, float, float, float], str, float]]) -> Detections:

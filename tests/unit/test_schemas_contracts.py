@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from detector.config_schema import StreamConfig
-from detector.events import (
+from detector.config.schema import StreamConfig
+from detector.contracts.events import (
     STATE_SCHEMA_FILE,
     STATUS_SCHEMA_FILE,
     EventSchemaError,
     validate_state,
     validate_status,
 )
-from detector.publisher import Publisher
-from detector.worker import StreamState
+from detector.delivery.publisher import Publisher
+from detector.sources.worker import StreamState
 
 REPO = Path(__file__).resolve().parents[2]
 DETECTOR_CONTRACTS = REPO / "detector" / "contracts"
@@ -132,7 +132,7 @@ class _NoBroker:
 
 
 def test_publisher_keeps_a_bad_state_off_the_wire(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from detector.outbox import Outbox
+    from detector.delivery.outbox import Outbox
 
     with Outbox(tmp_path / "outbox.db") as outbox:
         publisher = Publisher(_NoBroker(), outbox, start=False)  # type: ignore[arg-type]

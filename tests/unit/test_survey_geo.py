@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.detections import Detections
+from detector.contracts.detections import Detections
 from detector.survey.errors import GeoreferenceError
 from detector.survey.geo import (
     Camera,
@@ -19,8 +19,8 @@ from detector.survey.geo import (
 )
 from detector.survey.inputs import Candidate, SurveyInput
 from detector.survey.plan import GeoSettings, plan_frames
+from detector.survey.telemetry import bearing_deg, haversine_m, parse_srt_text
 from detector.survey.tiling import SlicedDetector, greedy_merge, tile_grid
-from detector.telemetry import bearing_deg, haversine_m, parse_srt_text
 
 CAM = Camera(1920, 1080, 2560.0)  # GSD 0.039 m at 100 m
 

@@ -74,7 +74,7 @@ def test_scenario_rendered_boxes_match_the_script(script):
     truth = sc.ground_truth()
     assert truth, f"{script.name} scripts no violation"
     polys = {z.id: np.array(sc.zone_polygon(z)) for z in sc.spec.zones}
-    from detector.zones import points_in_polygon
+    from detector.rules.zones import points_in_polygon
 
     kinds = {o.id: o.kind for o in sc.spec.objects}
     for v in truth:

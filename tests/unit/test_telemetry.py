@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.telemetry import (
+from detector.survey.telemetry import (
     TelemetryError,
     TelemetryParseError,
     haversine_m,

@@ -11,7 +11,7 @@ import pytest
 from detector.survey.cli import build_parser
 from detector.survey.geo import MetricCRS
 from detector.survey.report import flight_geojson, write_html
-from detector.telemetry import TelemetryParseError, parse_srt, parse_srt_text
+from detector.survey.telemetry import TelemetryParseError, parse_srt, parse_srt_text
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "dji-srt"
 M300 = FIXTURES / "m300_style.SRT"  # written by us in the M300 shape (NOTES.md there)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from detector.config_model import ModelConfig
-from detector.detections import Detections
+from detector.config.model import ModelConfig
+from detector.contracts.detections import Detections
 from detector.inference.base import Image, InferenceBackend
 from detector.inference.tiling import TiledBackend, cut_by_tile, merge_passes, tile_windows
 

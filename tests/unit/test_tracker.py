@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from detector.tracker import FrameClock, FrameTimeError, Tracker, TrackerError
+from detector.rules.tracker import FrameClock, FrameTimeError, Tracker, TrackerError
 from tests.unit.factories import FRAME, every, make_detections, shifted
 
 CAR = [100.0, 300.0, 260.0, 400.0]

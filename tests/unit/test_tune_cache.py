@@ -1,4 +1,5 @@
-"""The per-host tune cache (detector/tune_cache.py) and the backend choice it feeds (detector/model.py).
+"""The per-host tune cache (detector/inference/tune_cache.py) and the backend choice it feeds
+(detector/inference/model.py).
 
 No timing here: frames/s values are written into the cache by hand."""
 
@@ -12,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from detector.config_model import ModelConfig
-from detector.manifest import Manifest, ModelEntry
-from detector.model import choose_backend
-from detector.tune_cache import (
+from detector.config.model import ModelConfig
+from detector.contracts.manifest import Manifest, ModelEntry
+from detector.inference.model import choose_backend
+from detector.inference.tune_cache import (
     HostInfo,
     TuneResult,
     cache_path,
@@ -219,7 +220,7 @@ def test_backend_choice_order(
 
 def test_tune_modules_do_not_import_runtimes() -> None:
     code = (
-        "import sys, detector.tune, detector.tune_cache, detector.model; "
+        "import sys, detector.inference.tune, detector.inference.tune_cache, detector.inference.model; "
         "print(sorted(m for m in ('torch', 'ultralytics', 'openvino', 'onnxruntime') if m in sys.modules))"
     )
     root = Path(__file__).resolve().parents[2]
@@ -241,7 +242,7 @@ def test_tune_frame_is_a_16_9_camera_frame(
     import cv2
     import numpy as np
 
-    from detector import tune
+    from detector.inference import tune
 
     monkeypatch.setattr(tune, "DEFAULT_IMAGE", tmp_path / "absent.jpg")
     monkeypatch.delenv("CITYWATCH_TUNE_IMAGE", raising=False)

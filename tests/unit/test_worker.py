@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from detector.config import StreamConfig
-from detector.events import validate_state
+from detector.contracts.events import validate_state
 from detector.sources import Frame
-from detector.worker import StreamWorker
+from detector.sources.worker import StreamWorker
 
 FPS, SECONDS, GOP = 10, 6, 20
 
@@ -133,7 +133,7 @@ def test_corrupt_file_fails_clearly_and_retries_slowly(
     clips: dict[str, Path], tmp_path: Path, run_worker: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     rec = Recorder()
-    with caplog.at_level(logging.INFO, logger="detector.worker"):
+    with caplog.at_level(logging.INFO, logger="detector.sources.worker"):
         w = run_worker(
             make_worker(str(clips["junk"]), rec, tmp_path, failed_retry_s=0.3, reconnect_min_s=0.1)
         )

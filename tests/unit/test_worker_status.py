@@ -14,7 +14,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from detector import status
+from detector.commands import status
 
 NOW = 1_800_000_000.0
 

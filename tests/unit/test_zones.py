@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector.zones import Zone, ZoneError, points_in_polygon, segments_intersect
+from detector.rules.zones import Zone, ZoneError, points_in_polygon, segments_intersect
 
 SQUARE = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5], [0.1, 0.5]]
 # An L shape: the notch [0.3..0.5] x [0.1..0.3] is outside.

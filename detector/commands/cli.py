@@ -1,0 +1,105 @@
+"""The ``citywatch`` command: one entry point that hands each subcommand to its part.
+
+Subcommands are imported only when used, so ``citywatch config check`` does not load torch,
+and the detector never imports the API: ``citywatch api`` runs it as its own process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+USAGE = """usage: citywatch <command> [options]
+
+operators
+  config check FILE         validate a streams.yaml; every problem with file:line and a fix hint
+  run [--config FILE]       run the detector on every enabled stream (publishes over MQTT)
+  status [--config FILE]    each stream's state (live, stalled, failed...) as last published on MQTT
+  replay VIDEO --stream ID  run the pipeline on a file as fast as possible, events to --out JSONL
+  demo [--config FILE]      broker (embedded if none answers) + API + detector on the sample streams
+  api [--host H --port P] [--dev]
+                            run the case API (also: python -m api); it needs API keys
+                            (api/AUTH.md), or --dev for the documented keys on loopback
+  api retention [--dry-run] delete old photos of ended cases and old dead letters
+
+drone team
+  survey INPUT --out DIR [--baseline DIR] [--publish] [--resume] [--ray ADDR]
+                            geo-referenced findings of a flight (video + .SRT, or photos), change
+                            against the last survey; new structures become cases
+
+data team
+  synth dataset --out DIR   render the synthetic street + drone YOLO dataset
+  synth scenario YAML.. --out DIR
+                            render scripted scenario clips with their ground truth
+  synth flight --out DIR [--variant]
+                            render a synthetic drone flight (mp4 + DJI .SRT + truth)
+  train | eval | export     train, evaluate and export models (offline, ultralytics)
+  models list|show|promote|tune
+                            the model registry in models/manifest.yaml; tune: measure a
+                            model's exports on this CPU and cache the fastest
+  eval-clips EXPECTATIONS.yaml [--json] [--config FILE] [--evidence-dir DIR]
+                            real clips and stills against written expectations: false and missed cases
+
+run `citywatch <command> --help` for the options of each.
+"""
+
+Main = Callable[[list[str]], int]
+
+
+def _entry(module: str, attr: str = "main") -> Main:
+    fn: Main = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+def _api(argv: list[str]) -> int:
+    return subprocess.call([sys.executable, "-m", "api", *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    cmd, rest = args[0], args[1:]
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if cmd == "config":
+        if not rest or rest[0] != "check":
+            print("usage: citywatch config check FILE", file=sys.stderr)
+            return 2
+        return _entry("detector.config.check")(rest[1:])
+    if cmd == "synth":
+        sub = {
+            "dataset": "training.synth.dataset",
+            "scenario": "training.synth.scenario",
+            "flight": "training.synth.flight",
+        }
+        if not rest or rest[0] not in sub:
+            print("usage: citywatch synth dataset|scenario|flight ...", file=sys.stderr)
+            return 2
+        return _entry(sub[rest[0]])(rest[1:])
+    if cmd in ("train", "eval", "export", "models"):
+        return _entry("training.cli")(args)
+    table: dict[str, Main] = {
+        "replay": _entry_lazy("detector.commands.replay"),
+        "run": _entry_lazy("detector.commands.run"),
+        "demo": _entry_lazy("detector.commands.demo"),
+        "status": _entry_lazy("detector.commands.status"),
+        "survey": _entry_lazy("detector.survey.cli"),
+        "eval-clips": _entry_lazy("detector.commands.evalclips.cli"),
+        "api": _api,
+    }
+    if cmd not in table:
+        print(f"citywatch: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return table[cmd](rest)
+
+
+def _entry_lazy(module: str) -> Main:
+    return lambda argv: _entry(module)(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

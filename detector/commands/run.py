@@ -1,0 +1,230 @@
+"""``citywatch run``: every enabled stream → shared inference → rules → outbox → MQTT.
+
+Start order: broker check (no broker answering is an error: ``citywatch run`` never starts one;
+``citywatch demo`` does, on loopback), MQTT client + outbox publisher, model, inference service,
+stream workers. Shutdown runs in
+reverse, and the outbox keeps whatever the broker has not acknowledged for the next start.
+A broken stream entry in the config is reported and skipped; the other streams run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamConfig, load_config
+from detector.contracts.detections import Detections
+from detector.delivery.broker import broker_answers
+from detector.delivery.mqtt import MqttSettings, PahoCommunicator
+from detector.delivery.outbox import Outbox
+from detector.delivery.publisher import Publisher
+from detector.delivery.recheck import Rechecker
+from detector.inference.model import ModelResolveError
+from detector.inference.rule_models import RuleModelSet, StreamModels, load_rule_models
+from detector.inference.service import InferenceService
+from detector.pipeline import StreamPipeline
+from detector.sources import Frame
+from detector.sources.mainstream import MainStreamPipeline, SerialHandler, main_stream_grabber
+from detector.sources.worker import StreamWorker, resolve_url
+
+log = logging.getLogger("citywatch.run")
+
+
+class RunError(Exception):
+    """The detector cannot start; the message says what to fix."""
+
+
+def mqtt_settings(cfg: CitywatchConfig) -> MqttSettings:
+    m = cfg.mqtt
+    return MqttSettings(
+        host=m.host,
+        port=m.port,
+        worker=cfg.worker_id,
+        client_id=m.client_id,
+        topic_prefix=m.topic_prefix,
+        username=m.username,
+        password=m.password.get_secret_value() if m.password is not None else None,
+        tls=m.tls,
+        ca_certs=str(m.ca_file) if m.ca_file else None,
+        certfile=str(m.cert_file) if m.cert_file else None,
+        keyfile=str(m.key_file) if m.key_file else None,
+        keepalive_s=m.keepalive,
+    )
+
+
+@dataclass
+class Detector:
+    """The running detector: owns every part and stops them in reverse start order."""
+
+    loaded: LoadedConfig
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    comm: PahoCommunicator | None = None
+    outbox: Outbox | None = None
+    publisher: Publisher | None = None
+    service: InferenceService | None = None
+    workers: list[StreamWorker] = field(default_factory=list)
+    pipelines: dict[str, StreamPipeline] = field(default_factory=dict)
+    post: list[SerialHandler] = field(default_factory=list)
+    rechecker: Rechecker | None = None
+    models: RuleModelSet | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def cfg(self) -> CitywatchConfig:
+        return self.loaded.config
+
+    def start(self, threads: int | None = None) -> Detector:
+        cfg, base = self.cfg, self.loaded.base_dir
+        if not broker_answers(cfg.mqtt.host, cfg.mqtt.port):
+            raise RunError(
+                f"no MQTT broker answers at {cfg.mqtt.host}:{cfg.mqtt.port}: start the broker "
+                "(deploy/mosquitto/README.md) and run again; `citywatch run` never starts one "
+                "(`citywatch demo` does, on loopback, to try everything on one machine)"
+            )
+        try:
+            self.models = models = load_rule_models(cfg, threads, base)
+        except ModelResolveError as err:
+            raise RunError(str(err)) from err
+        outbox_dir = cfg.outbox.dir if cfg.outbox.dir.is_absolute() else base / cfg.outbox.dir
+        outbox_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(outbox_dir / f"{cfg.worker_id}.sqlite3", max_events=cfg.outbox.max_events)
+        self.comm = PahoCommunicator(mqtt_settings(cfg)).start()
+        self.publisher = Publisher(self.comm, self.outbox, topic_prefix=cfg.mqtt.topic_prefix)
+        backends = {mid: m.backend for mid, m in models.models.items()}
+        self.service = InferenceService(backends, self.stop_event, max_batch=models.batches)
+        for stream in cfg.enabled_streams:
+            plan = models.plan(stream)
+            handler = self._handler(self._pipeline(stream, plan))
+            if stream.detect_url:  # main-stream evidence grabs take seconds: off the inference thread
+                self.post.append(SerialHandler(stream.id, handler))
+                handler = self.post[-1]
+            merge = plan.merge if len(models.models) > 1 else None
+            self.service.register(stream.id, handler, plan.needed, merge)
+        self.rechecker = Rechecker(self.comm, self.pipelines, cfg.mqtt.topic_prefix, cfg.worker_id).start()
+        self.service.start()
+        for stream in cfg.enabled_streams:
+            extra = self._extra_state(stream.id)
+            w = StreamWorker(stream, base, self._submit, self._state, self.stop_event, extra_state=extra)
+            self.workers.append(w)
+            w.start()
+        log.info("detector %s: %d streams, models %s", cfg.worker_id, len(self.workers), models.describe())
+        return self
+
+    def _pipeline(self, stream: StreamConfig, plan: StreamModels) -> StreamPipeline:
+        if self.publisher is None:
+            raise RunError("the publisher must start before the pipelines")
+        if stream.detect_url:
+            main_url = resolve_url(stream.url, self.loaded.base_dir)
+            ing = stream.ingest
+            grab = main_stream_grabber(main_url, stream.id, ing.evidence_timeout_s, ing.transport)
+            pipe: StreamPipeline = MainStreamPipeline(
+                stream, plan.default, self.publisher, self.cfg.evidence, plan.rule_infos, grabber=grab
+            )
+        else:
+            pipe = StreamPipeline(stream, plan.default, self.publisher, self.cfg.evidence, plan.rule_infos)
+        self.pipelines[stream.id] = pipe
+        return pipe
+
+    def _extra_state(self, stream_id: str) -> Any:
+        def extra() -> dict[str, Any]:
+            return {} if self.service is None else self.service.stream_stats(stream_id)
+
+        return extra
+
+    def _handler(self, pipe: StreamPipeline) -> Any:
+        def handle(frame: Frame, dets: Detections) -> None:
+            pipe.process(frame.ts, frame.image, dets)
+            if self.rechecker is not None:
+                self.rechecker.on_frame(frame.stream_id, frame.ts, frame.image, dets)
+
+        return handle
+
+    def _submit(self, frame: Frame, block: bool) -> None:
+        if self.service is not None:
+            self.service.submit(frame, block=block)
+
+    def _state(self, stream_id: str, state: dict[str, Any]) -> None:
+        if self.publisher is not None:
+            self.publisher.publish_state(stream_id, state)
+
+    def all_finished(self) -> bool:
+        return bool(self.workers) and all(not w.is_alive() for w in self.workers)
+
+    def stop(self, flush_s: float = 10.0) -> None:
+        self.stop_event.set()
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.join(timeout=5)
+        if self.service is not None:
+            self.service.wake()
+            self.service.join(timeout=30)
+        for post in self.post:
+            post.close()
+        for pipe in self.pipelines.values():
+            pipe.finish()
+        if self.publisher is not None:
+            if not self.publisher.flush(flush_s):
+                log.warning("outbox still holds unacknowledged events; they are sent on the next start")
+            self.publisher.stop()
+        if self.comm is not None:
+            self.comm.stop()
+        if self.outbox is not None:
+            self.outbox.close()
+
+
+def load(path: Path) -> LoadedConfig:
+    try:
+        loaded = load_config(path, strict=False)
+    except ConfigError as err:
+        raise RunError(f"{path} has problems; run `citywatch config check {path}`:\n{err}") from err
+    for issue in loaded.issues:
+        log.error("config: %s", issue.format())
+    for sid in loaded.skipped_streams:
+        log.error("stream %s skipped: its entry in %s is broken (the other streams run)", sid, path)
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="citywatch run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", type=Path, default=Path("streams.yaml"))
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    p.add_argument("--exit-when-done", action="store_true", help="exit once every (file) stream has finished")
+    p.add_argument("--log-level", default="INFO")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        det = Detector(load(a.config)).start(a.threads)
+    except RunError as err:
+        print(f"citywatch run: {err}", file=sys.stderr)
+        return 2
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        det.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not det.stop_event.wait(0.5):
+            if (
+                a.exit_when_done
+                and det.all_finished()
+                and det.service is not None
+                and not det.service.pending()
+            ):
+                time.sleep(0.5)
+                break
+    finally:
+        det.stop()
+    return 0

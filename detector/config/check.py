@@ -1,0 +1,97 @@
+"""``citywatch config check FILE``: print every problem in a streams.yaml with a fix hint.
+
+Beyond the schema, every rule enabled on a zone must be served by a model that has the rule's label
+(``detector.config.labels``); what cannot be checked (a ``.pt`` given by path) is printed as a note.
+Exit codes: 0 clean, 1 problems found, 2 the file is missing or unreadable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from detector.config import CitywatchConfig, ConfigError, ConfigFileError, ConfigIssue, load_config, locate
+from detector.rules.params import RULE_NAMES
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_UNREADABLE = 2
+
+
+def summary(config: CitywatchConfig) -> str:
+    """``3 streams (2 enabled), 5 zones; rules: illegal_parking in 3 zones, ...``."""
+    streams = config.streams
+    zones = [zone for stream in streams for zone in stream.zones]
+    per_rule = Counter(rule for zone in zones for rule in zone.rules)
+    rules = ", ".join(
+        f"{rule} in {per_rule[rule]} zone{_s(per_rule[rule])}" for rule in RULE_NAMES if per_rule[rule]
+    )
+    enabled = sum(1 for stream in streams if stream.enabled)
+    return (
+        f"{len(streams)} stream{_s(len(streams))} ({enabled} enabled), {len(zones)} zone{_s(len(zones))}; "
+        f"rules: {rules or 'none'}"
+    )
+
+
+def _stream_label(stream: str, entry: str) -> str:
+    return entry if stream == entry else f"{stream} ({entry})"
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def check(path: str | Path, *, out: TextIO | None = None) -> int:
+    """Validate ``path``, print each issue then a summary line; return the exit code."""
+    stream = sys.stdout if out is None else out
+    try:
+        loaded = load_config(path, strict=True)
+    except ConfigFileError as exc:
+        for issue in exc.issues:
+            print(issue.format(), file=stream)
+        return EXIT_UNREADABLE
+    except ConfigError as exc:
+        return _report(path, exc.issues, stream)
+    from detector.config.labels import check_labels
+
+    problems, notes = check_labels(loaded.config, loaded.base_dir)
+    for note in notes:
+        print(f"{path}: note: {note}", file=stream)
+    if problems:
+        return _report(path, locate(loaded, problems), stream)
+    print(f"{path}: OK: {summary(loaded.config)}", file=stream)
+    return EXIT_OK
+
+
+def _report(path: str | Path, issues: list[ConfigIssue], stream: TextIO) -> int:
+    for issue in issues:
+        print(issue.format(), file=stream)
+    count = len(issues)
+    streams = list(
+        dict.fromkeys(
+            _stream_label(issue.stream, issue.path[: issue.path.index("]") + 1])
+            for issue in issues
+            if issue.stream is not None
+        )
+    )
+    where = f"; streams with problems: {', '.join(streams)}" if streams else ""
+    print(f"{path}: {count} problem{_s(count)}{where}", file=stream)
+    return EXIT_PROBLEMS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="citywatch config check",
+        description="Validate a streams.yaml and print every problem with file:line:column and a fix hint.",
+    )
+    parser.add_argument("file", type=Path, help="the streams.yaml to check")
+    args = parser.parse_args(argv)
+    return check(args.file)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

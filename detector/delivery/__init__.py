@@ -1,0 +1,3 @@
+"""Getting events out and commands in: the durable outbox, the publisher, MQTT, the embedded broker,
+and the camera re-check command.
+"""
