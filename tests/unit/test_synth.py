@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from training.synth.canvas import CLASSES
-from training.synth.dataset import build, labels_hash, yolo_lines
+from training.synth.dataset import build, build_seeds, labels_hash, split_seeds, yolo_lines
 from training.synth.scenario import Scenario, ScenarioSpec
 from training.synth.scenes import drone_sample, street_sample
 
@@ -52,6 +52,24 @@ def test_dataset_labels_are_byte_identical(tmp_path):
     # splits use disjoint seeds
     val = {p.name for p in (tmp_path / "a" / "labels" / "val").glob("*.txt")}
     assert not val & set(files)
+
+
+def test_a_part_of_a_set_is_the_same_files_as_in_the_whole_set(tmp_path):
+    """What the benches render (bench/_data.py): chosen seeds of a split give the files the full set has."""
+    build(tmp_path / "whole", {"test": {"street": 3, "drone": 3}}, workers=1)
+    street, drone = split_seeds("test", "street", 3), split_seeds("test", "drone", 3)
+    part = build_seeds(tmp_path / "part", {"test": {"street": street[1:], "drone": drone[2:]}}, workers=1)
+    names = sorted(p.relative_to(tmp_path / "part") for p in (tmp_path / "part").rglob("*_*.*"))
+    assert [n.name for n in names if n.suffix == ".jpg"] == [f"drone_{drone[2]:08d}.jpg"] + [
+        f"street_{s:08d}.jpg" for s in street[1:]
+    ]
+    for rel in names:
+        if rel.parts[0] in ("images", "labels"):
+            assert (tmp_path / "part" / rel).read_bytes() == (tmp_path / "whole" / rel).read_bytes()
+    assert (tmp_path / "part" / "test_street.txt").read_text().split() == [
+        f"./images/test/street_{s:08d}.jpg" for s in street[1:]
+    ]
+    assert "test_drone" in part.read_text()
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,12 @@ from .scenes import Label, drone_sample, street_sample
 # Seed ranges per split; training never uses a seed from val or test.
 SPLIT_SEED_BASE = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 VIEWS: dict[str, Callable[[int], tuple[U8, list[Label]]]] = {"street": street_sample, "drone": drone_sample}
+# synth-v2, the set the default model was trained on (`make dataset`); the benches render parts of it
+SYNTH_V2: dict[str, dict[str, int]] = {
+    "train": {"street": 5000, "drone": 2000},
+    "val": {"street": 100, "drone": 80},
+    "test": {"street": 200, "drone": 200},
+}
 
 
 def yolo_lines(labels: list[Label], width: int, height: int) -> str:
@@ -45,18 +51,33 @@ def _write_one(args: tuple[str, str, int, str]) -> str:
     return name
 
 
+def split_seeds(split: str, view: str, n: int, seed_offset: int = 0) -> list[int]:
+    """The seeds of a split's first ``n`` images of ``view``."""
+    base = SPLIT_SEED_BASE[split] + seed_offset + (0 if view == "street" else 5_000_000)
+    return [base + i for i in range(n)]
+
+
 def build(root: Path, counts: dict[str, dict[str, int]], workers: int = 2, seed_offset: int = 0) -> Path:
     """``counts[split][view]`` images; returns the dataset yaml path."""
+    seeds = {
+        split: {view: split_seeds(split, view, n, seed_offset) for view, n in per_view.items()}
+        for split, per_view in counts.items()
+    }
+    return build_seeds(root, seeds, workers)
+
+
+def build_seeds(root: Path, seeds: dict[str, dict[str, list[int]]], workers: int = 2) -> Path:
+    """The images of exactly ``seeds[split][view]`` (a part of a set: the same files the whole set has);
+    returns the dataset yaml path."""
     jobs: list[tuple[str, str, int, str]] = []
     lists: dict[str, list[str]] = {}
-    for split, per_view in counts.items():
+    for split, per_view in seeds.items():
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for view, n in per_view.items():
-            base = SPLIT_SEED_BASE[split] + seed_offset + (0 if view == "street" else 5_000_000)
-            jobs += [(str(root), view, base + i, split) for i in range(n)]
+        for view, view_seeds in per_view.items():
+            jobs += [(str(root), view, seed, split) for seed in view_seeds]
             # "./" makes ultralytics resolve list entries against the list file's folder
-            lists[f"{split}_{view}"] = [f"./images/{split}/{view}_{base + i:08d}.jpg" for i in range(n)]
+            lists[f"{split}_{view}"] = [f"./images/{split}/{view}_{seed:08d}.jpg" for seed in view_seeds]
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for _ in tqdm(pool.map(_write_one, jobs, chunksize=8), total=len(jobs), desc="rendering", unit="img"):
             pass
@@ -67,9 +88,9 @@ def build(root: Path, counts: dict[str, dict[str, int]], workers: int = 2, seed_
         "names": dict(enumerate(CLASSES)),
         "rule_labels": dict(RULE_LABELS),
     }
-    for split in counts:
+    for split in seeds:
         spec[split] = f"images/{split}"
-        for view in counts[split]:
+        for view in seeds[split]:
             spec[f"{split}_{view}"] = f"{split}_{view}.txt"
     path = root / "dataset.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
@@ -88,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="citywatch synth dataset", description=__doc__)
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
     # the defaults are synth-v2, the set the default model was trained on (make dataset)
-    p.add_argument("--train", type=int, nargs=2, default=(5000, 2000), metavar=("STREET", "DRONE"))
-    p.add_argument("--val", type=int, nargs=2, default=(100, 80), metavar=("STREET", "DRONE"))
-    p.add_argument("--test", type=int, nargs=2, default=(200, 200), metavar=("STREET", "DRONE"))
+    for split, views in SYNTH_V2.items():
+        default = (views["street"], views["drone"])
+        p.add_argument(f"--{split}", type=int, nargs=2, default=default, metavar=("STREET", "DRONE"))
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args(argv)
     counts = {
