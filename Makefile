@@ -54,6 +54,7 @@ lint: install
 	$(BIN)/ruff check detector api training tests bench
 	$(BIN)/ruff format --check detector api training tests bench
 	$(BIN)/mypy detector api training
+	$(BIN)/lint-imports  # the import rules in pyproject.toml [tool.importlinter] (README "Layout")
 
 fmt: install
 	$(BIN)/ruff format detector api training tests bench

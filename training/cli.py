@@ -1,7 +1,7 @@
 """`citywatch train | eval | export | models` (also `python -m training ...`).
 
 Everything runs offline: ultralytics is prepared by
-:func:`detector.inference.ultralytics_env.prepare_offline` before it is imported, models start from
+:func:`detector.contracts.ultralytics_env.prepare_offline` before it is imported, models start from
 scratch, INT8 calibrates on our own data. Exit status: 0 ok, 1 an error we explain on stderr, 2 bad
 command line.
 """
@@ -22,7 +22,7 @@ from detector.contracts.manifest import (
     resolve_path,
     verify_sha256,
 )
-from detector.inference.ultralytics_env import OfflineSetupError
+from detector.contracts.ultralytics_env import OfflineSetupError
 from training.errors import EvalError, TrainingError
 
 DEFAULT_ARCH = "training/arch/citywatch-n.yaml"
@@ -109,12 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("ref", help="name (always its highest version) or name@version (pinned)")
     pr.add_argument("--backend", choices=["ultralytics", "onnx", "openvino"], default=None)
     pr.add_argument("--precision", choices=["fp32", "int8"], default=None)
-    from detector.inference.tune import DESCRIPTION, add_arguments
-
-    add_arguments(
-        msub.add_parser(
-            "tune", help="measure a model's exports on this CPU, cache the fastest", description=DESCRIPTION
-        )
+    msub.add_parser(
+        "tune", help="measure a model's exports on this CPU, cache the fastest (`citywatch models tune`)"
     )
     return p
 
@@ -221,10 +217,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _cmd_models(a: argparse.Namespace) -> int:
     from training import registry
 
-    if a.models_command == "tune":
-        from detector.inference import tune
-
-        return tune.run(a)
+    if a.models_command == "tune":  # the detector's command; `citywatch` hands it there directly
+        print("models tune measures the detector's runtime: run `citywatch models tune`", file=sys.stderr)
+        return 2
     if a.models_command == "list":
         print(registry.list_table(load_manifest(missing_ok=True)))
     elif a.models_command == "show":

@@ -59,7 +59,7 @@ def build_checkpoint(onnx_path: Path, scale: str = "n") -> dict[str, Any]:
     import torch
     from torch import nn
 
-    from detector.inference.ultralytics_env import prepare_offline
+    from detector.contracts.ultralytics_env import prepare_offline
 
     prepare_offline()
     from ultralytics import __version__ as ul_version

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from detector.inference.ultralytics_env import prepare_offline
+from detector.contracts.ultralytics_env import prepare_offline
 
 
 def yolo(model: str | Path) -> Any:

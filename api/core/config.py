@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.core.ratelimit import Quota, parse_quota
+from detector.contracts.recheck import command_topic
 
 _TOPIC_SEGMENT_FORBIDDEN = ("+", "#")
 
@@ -253,4 +254,4 @@ class Settings(BaseSettings):
         return self._shared(f"{self.mqtt_topic_prefix}/recheck-results/+")
 
     def recheck_command_topic(self, stream: str) -> str:
-        return f"{self.mqtt_topic_prefix}/commands/recheck/{stream}"
+        return command_topic(self.mqtt_topic_prefix, stream)

@@ -13,40 +13,30 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from pathlib import Path
 from typing import Any, cast
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from api.core.evidence import JPEG_MAGIC
 from api.core.text import clean_line, clean_optional_line
 from api.errors import InvalidEventError
+from detector.contracts.schemas import (
+    EVENT_SCHEMA_FILE,
+    contract_validator,
+    is_date_time,
+    load_contract,
+    parse_datetime,
+)
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "contracts" / "violation-event.v1.schema.json"
 SCHEMA_ID = "citywatch.violation/1"
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 _MAX_REASON_PART = 240
 _MAX_SCHEMA_ERRORS = 3
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})",
-)
-
-
-def _is_rfc3339(value: object) -> bool:
-    if not isinstance(value, str):
-        return True  # type is the "type" keyword's business
-    if _RFC3339.fullmatch(value) is None:
-        raise ValueError("expected an RFC 3339 date-time with a zone, e.g. 2026-01-01T08:00:20+00:00")
-    parse_datetime(value)
-    return True
-
-
 _JSON_TYPE_NAMES = {
     list: "array",
     str: "string",
@@ -55,36 +45,11 @@ _JSON_TYPE_NAMES = {
     bool: "boolean",
     type(None): "null",
 }
-_format_checker = FormatChecker(formats=())
-_format_checker.checks("date-time", raises=ValueError)(_is_rfc3339)
-DATE_TIME_CHECKER = _format_checker
-"""RFC 3339 ``date-time`` with a zone: for the other v1 contracts (re-check answers) too."""
 
 
-def parse_datetime(value: str) -> datetime:
-    """RFC 3339 -> aware datetime (fractions beyond microseconds are cut)."""
-    text = value.replace("z", "Z").replace("t", "T")
-    frac = re.search(r"\.(\d+)", text)
-    if frac and len(frac.group(1)) > 6:
-        text = text[: frac.start(1) + 6] + text[frac.end(1) :]
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError("date-time has no zone")
-    return parsed
-
-
-@cache
 def event_validator() -> Draft202012Validator:
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=_format_checker)
-
-
-def _date_time_ok(value: str) -> bool:
-    try:
-        return _is_rfc3339(value)
-    except ValueError:
-        return False
+    """The v1 violation-event schema (``detector/contracts/``) with the contracts' ``date-time``."""
+    return contract_validator(EVENT_SCHEMA_FILE)
 
 
 @cache
@@ -96,9 +61,8 @@ def fast_event_validator() -> Any | None:
         import jsonschema_rs
     except ImportError:
         return None
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     return jsonschema_rs.Draft202012Validator(
-        schema, formats={"date-time": _date_time_ok}, validate_formats=True
+        load_contract(EVENT_SCHEMA_FILE), formats={"date-time": is_date_time}, validate_formats=True
     )
 
 

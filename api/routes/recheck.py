@@ -16,6 +16,7 @@ from api.routes.common import AUTH_ERRORS, BODY_ERRORS
 from api.schemas import RecheckAnswerPublic
 from api.services.auth import Role
 from api.services.recheck_answers import handle_result
+from detector.contracts.recheck import answer_topic
 
 router = APIRouter(tags=["recheck"], responses={**AUTH_ERRORS, **BODY_ERRORS})
 Stream = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -28,7 +29,9 @@ Stream = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_
     openapi_extra={
         "requestBody": {
             "required": True,
-            "description": "citywatch.recheck-result/1, the MQTT answer's payload (api/contracts/README.md)",
+            "description": (
+                "citywatch.recheck-result/1, the MQTT answer's payload (detector/contracts/RECHECK.md)"
+            ),
             "content": {"application/json": {"schema": {"type": "object"}}},
         }
     },
@@ -39,7 +42,7 @@ async def post_recheck_result(
     """The same bytes as on MQTT; anything that is not a valid answer is dead-lettered (400)."""
     if user.role not in (Role.detector, Role.admin):
         raise ForbiddenError("only the detector service account (or an admin) answers re-checks")
-    topic = f"{desk.settings.mqtt_topic_prefix}/recheck-results/{stream}"
+    topic = answer_topic(desk.settings.mqtt_topic_prefix, stream)
     payload = await request.body()
     result = await run_in_threadpool(handle_result, session, desk, topic, payload)
     answer = RecheckAnswerPublic(outcome=result.outcome.value, case_id=result.case_id, reason=result.reason)

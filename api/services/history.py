@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from api.ingest.validation import parse_datetime
+from detector.contracts.schemas import parse_datetime
 
 
 class EventLike(Protocol):

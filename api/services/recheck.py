@@ -4,7 +4,8 @@
 case and its re-check commit together); ``RecheckSender`` publishes pending rows on
 ``<prefix>/commands/recheck/{stream}`` (QoS 1), marks them sent on PUBACK, re-sends unanswered
 ones every ``recheck_retry_s`` and expires them after ``recheck_timeout_s`` — a person verifies
-then. Answers are handled in ``api.services.recheck_answers``. Contract: api/contracts/README.md.
+then. Answers are handled in ``api.services.recheck_answers``. Contract: ``detector.contracts.recheck``
+(detector/contracts/README.md).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,11 +26,10 @@ from api.core.db import SQLITE_BEGIN_OPTION
 from api.errors import ConflictError
 from api.models import Case, CaseEvent, RecheckRequest, RecheckStatus
 from api.services.auth import SYSTEM
+from detector.contracts.recheck import build_command
 
 log = logging.getLogger(__name__)
 
-COMMAND_SCHEMA = "citywatch.recheck/1"
-RESULT_SCHEMA = "citywatch.recheck-result/1"
 _OPEN = (RecheckStatus.pending.value, RecheckStatus.sent.value)
 _BATCH = 50
 
@@ -53,20 +52,19 @@ def create_request(
     ):
         old.status = RecheckStatus.superseded.value
     request_id = new_request_id()
-    payload: dict[str, Any] = {
-        "schema": COMMAND_SCHEMA,
-        "request_id": request_id,
-        "case_id": case.id,
-        "violation_id": case.violation_id,
-        "purpose": purpose,
-        "stream": case.stream,
-        "zone": case.zone,
-        "bbox": case.bbox,
-        "rule": case.rule,
-        "label": case.label,
-        "requested_at": now.isoformat(),
-        "reply_topic": f"{settings.mqtt_topic_prefix}/recheck-results/{case.stream}",
-    }
+    payload = build_command(
+        prefix=settings.mqtt_topic_prefix,
+        request_id=request_id,
+        case_id=case.id,
+        violation_id=case.violation_id,
+        purpose=purpose,
+        stream=case.stream,
+        zone=case.zone,
+        bbox=case.bbox,
+        rule=case.rule,
+        label=case.label,
+        requested_at=now,
+    )
     row = RecheckRequest(
         request_id=request_id,
         case_id=case.id,

@@ -9,13 +9,9 @@ is kept in the history without changing the case (stale). Anything malformed is 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -24,28 +20,14 @@ from api.core.db import SQLITE_BEGIN_OPTION
 from api.core.text import clean_line
 from api.errors import IngestUnavailableError, InvalidEventError
 from api.ingest.service import IngestOutcome, IngestResult, record_dead_letter
-from api.ingest.validation import DATE_TIME_CHECKER, decode_evidence, decode_payload, parse_datetime
+from api.ingest.validation import decode_evidence, decode_payload
 from api.models import Case, CaseEvent, CaseStatus, RecheckRequest, RecheckStatus, RejectReason
 from api.services.auth import Principal, Role
 from api.services.lifecycle import Action, Desk, Params, apply
-from api.services.recheck import RESULT_SCHEMA
+from detector.contracts.recheck import RESULT_SCHEMA, result_validator
+from detector.contracts.schemas import parse_datetime
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "contracts" / "recheck.v1.schema.json"
 MAX_RESULT_BYTES = 8 * 1024 * 1024
-
-
-@cache
-def _validators() -> dict[str, Draft202012Validator]:
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return {
-        name: Draft202012Validator(sub, format_checker=DATE_TIME_CHECKER)
-        for name, sub in schema["$defs"].items()
-    }
-
-
-def command_validator() -> Draft202012Validator:
-    return _validators()["command"]
 
 
 def parse_result(topic: str, payload: bytes, topic_prefix: str) -> dict[str, Any]:
@@ -54,7 +36,7 @@ def parse_result(topic: str, payload: bytes, topic_prefix: str) -> dict[str, Any
         raise InvalidEventError(
             f"unsupported schema {str(data.get('schema'))[:80]!r}: expected {RESULT_SCHEMA!r}"
         )
-    errors = sorted(_validators()["result"].iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(result_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         raise InvalidEventError(
             "schema violation: " + "; ".join(f"{e.json_path}: {e.message[:200]}" for e in errors[:3])

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             print("usage: citywatch synth dataset|scenario|flight ...", file=sys.stderr)
             return 2
         return _entry(sub[rest[0]])(rest[1:])
+    if cmd == "models" and rest[:1] == ["tune"]:  # the detector's runtime on this host, not training's
+        return _entry("detector.inference.tune")(rest[1:])
     if cmd in ("train", "eval", "export", "models"):
         return _entry("training.cli")(args)
     table: dict[str, Main] = {

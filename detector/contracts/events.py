@@ -12,24 +12,26 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
-from importlib import resources
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator
 
-if TYPE_CHECKING:
-    from detector.evidence import Evidence
+from detector.contracts.schemas import (
+    EVENT_SCHEMA_FILE,
+    STATE_SCHEMA_FILE,
+    STATUS_SCHEMA_FILE,
+    JsonDict,
+    contract_validator,
+    load_contract,
+)
 
 SCHEMA_NAME: Final = "citywatch.violation/1"
-SCHEMA_FILE: Final = "violation-event.v1.schema.json"
-STATE_SCHEMA_FILE: Final = "stream-state.v1.schema.json"
-STATUS_SCHEMA_FILE: Final = "status.v1.schema.json"
+SCHEMA_FILE: Final = EVENT_SCHEMA_FILE
 EventKind = Literal["opened", "updated", "cleared"]
 EVENT_KINDS: Final = ("opened", "updated", "cleared")
 
@@ -38,8 +40,24 @@ TOPIC_PREFIX: Final = "citywatch/v1"
 _STREAM_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _BBOX_SLACK: Final = 1e-3  # rounding error tolerated (and clamped) at the frame edge
 
-JsonDict = dict[str, Any]
 ViolationKey = str | int | Sequence[str | int]
+
+
+class Evidence(Protocol):
+    """What an event says about its evidence image (``detector.evidence.Evidence`` is one)."""
+
+    @property
+    def jpeg(self) -> bytes: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def captured_at(self) -> float | None: ...
+    @property
+    def url(self) -> str | None: ...
 
 
 class EventError(ValueError):
@@ -143,16 +161,6 @@ def _parse_datetime(value: object) -> datetime | None:
     return dt if dt.tzinfo is not None else None
 
 
-_FORMATS = FormatChecker()
-
-
-def _is_date_time(value: object) -> bool:
-    return not isinstance(value, str) or _parse_datetime(value) is not None
-
-
-_FORMATS.checks("date-time")(_is_date_time)
-
-
 # ---------------------------------------------------------------------------------------- build
 def _bbox(values: Sequence[float]) -> list[float]:
     if len(values) != 4:
@@ -232,45 +240,17 @@ def encode_event(payload: Mapping[str, Any]) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------- validate
-@functools.cache
-def load_contract(file: str) -> JsonDict:
-    """A JSON Schema shipped in ``detector/contracts/`` (e.g. ``stream-state.v1.schema.json``)."""
-    text = resources.files("detector").joinpath("contracts", file).read_text(encoding="utf-8")
-    schema: JsonDict = json.loads(text)
-    return schema
-
-
 def load_schema() -> JsonDict:
     """The v1 violation-event schema shipped in ``detector/contracts/``."""
     return load_contract(SCHEMA_FILE)
 
 
-@functools.cache
-def _contract_validator(file: str) -> Draft202012Validator:
-    schema = load_contract(file)
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=_FORMATS)
-
-
-@functools.cache
-def contract_validator(file: str, definition: str | None = None) -> Draft202012Validator:
-    """A validator of a contract in ``detector/contracts/`` or, with ``definition``, of one of its
-    ``$defs`` (e.g. the re-check ``command``), with the contracts' ``date-time`` check."""
-    if definition is None:
-        return _contract_validator(file)
-    schema = load_contract(file)
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(
-        {**schema["$defs"][definition], "$defs": schema["$defs"]}, format_checker=_FORMATS
-    )
-
-
 def _validator() -> Draft202012Validator:
-    return _contract_validator(SCHEMA_FILE)
+    return contract_validator(SCHEMA_FILE)
 
 
 def _check(file: str, payload: object, what: str) -> None:
-    errors = sorted(_contract_validator(file).iter_errors(payload), key=lambda e: (e.json_path, e.message))
+    errors = sorted(contract_validator(file).iter_errors(payload), key=lambda e: (e.json_path, e.message))
     if errors:
         found = [(e.json_path, e.message) for e in errors]
         raise EventSchemaError(*found[0], found, what=what)

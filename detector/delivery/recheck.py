@@ -1,4 +1,4 @@
-"""Camera re-check (反馈核查), the detector's side of ``api/contracts/recheck.v1.schema.json``.
+"""Camera re-check (反馈核查), the detector's side of ``detector/contracts/recheck.v1.schema.json``.
 
 The API publishes ``<prefix>/commands/recheck/{stream}``; the detector running that stream
 looks at the next sampled frame of it, decides whether an object of the case's rule label is
@@ -21,37 +21,33 @@ the case's rule on that stream count, and the answer names that model.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from detector.contracts.detections import Detections, box_iou
-from detector.contracts.events import contract_validator, iso_timestamp
+from detector.contracts.recheck import (
+    COMMAND_SCHEMA,
+    answer_topic,
+    build_result,
+    command_topic,
+    command_validator,
+)
 from detector.delivery.mqtt import Communicator, ReceivedMessage
 from detector.evidence import render_evidence
 from detector.pipeline import StreamPipeline
 
 log = logging.getLogger(__name__)
 
-COMMAND_SCHEMA = "citywatch.recheck/1"
-RESULT_SCHEMA = "citywatch.recheck-result/1"
-RECHECK_SCHEMA_FILE = "recheck.v1.schema.json"
 MAX_COMMAND_BYTES = 64 * 1024  # a command is ~0.5 KiB
 MIN_IOU = 0.3
 _MAX_REASON = 300
-
-
-def answer_topic(prefix: str, stream: str) -> str:
-    """The agreed topic of the answers for ``stream``: the only one the detector answers on."""
-    return f"{prefix}/recheck-results/{stream}"
 
 
 def _short(text: str, limit: int = _MAX_REASON) -> str:
@@ -89,13 +85,13 @@ class RecheckCommand:
             raise RecheckCommandError(f"not UTF-8 JSON: {_short(str(err), 120)}") from err
         if not isinstance(data, dict) or data.get("schema") != COMMAND_SCHEMA:
             raise RecheckCommandError(f"not a {COMMAND_SCHEMA} command")
-        validator = contract_validator(RECHECK_SCHEMA_FILE, "command")
+        validator = command_validator()
         errors = sorted(validator.iter_errors(data), key=lambda e: (e.json_path, e.message))
         if errors:
             parts = [f"{e.json_path}: {_short(e.message, 120)}" for e in errors[:3]]
             raise RecheckCommandError("off the contract: " + "; ".join(parts))
         stream = str(data["stream"])
-        own_topic = f"{prefix}/commands/recheck/{stream}"
+        own_topic = command_topic(prefix, stream)
         if topic != own_topic:
             raise RecheckCommandError(f"a command for stream {stream!r} on {topic!r}, not on {own_topic!r}")
         agreed = answer_topic(prefix, stream)
@@ -169,7 +165,7 @@ class Rechecker:
 
     def start(self) -> Rechecker:
         for stream_id in self.pipelines:
-            self.comm.subscribe(f"{self.prefix}/commands/recheck/{stream_id}", self._on_command, qos=1)
+            self.comm.subscribe(command_topic(self.prefix, stream_id), self._on_command, qos=1)
         return self
 
     def _refuse(self, topic: str, reason: str) -> None:
@@ -234,24 +230,21 @@ class Rechecker:
             pipe.evidence.jpeg_quality,
             captured_at=ts,
         )
-        answer: dict[str, Any] = {
-            "schema": RESULT_SCHEMA,
-            "request_id": cmd.request_id,
-            "case_id": cmd.case_id,
-            "stream": cmd.stream,
-            "result": "present" if present else "absent",
-            "score": None if score is None else round(min(max(score, 0.0), 1.0), 4),
-            "bbox": None if box is None else [round(min(max(v, 0.0), 1.0), 5) for v in box],
-            "evidence": {
-                "jpeg": base64.b64encode(ev.jpeg).decode("ascii"),
-                "sha256": ev.sha256,
-                "captured_at": iso_timestamp(ts),
-                "width": ev.width,
-                "height": ev.height,
-            },
-            "checked_at": iso_timestamp(datetime.now(UTC)),
-            "detector": f"{self.worker}/{model.name}@{model.version}"[:128],
-        }
+        answer = build_result(
+            request_id=cmd.request_id,
+            case_id=cmd.case_id,
+            stream=cmd.stream,
+            present=present,
+            score=score,
+            bbox=box,
+            jpeg=ev.jpeg,
+            sha256=ev.sha256,
+            captured_at=ts,
+            width=ev.width,
+            height=ev.height,
+            checked_at=datetime.now(UTC),
+            detector=f"{self.worker}/{model.name}@{model.version}",
+        )
         self.comm.publish(answer_topic(self.prefix, cmd.stream), json.dumps(answer).encode(), qos=1)
         self.answered += 1
         log.info("re-check %s of case %d: %s", cmd.request_id, cmd.case_id, answer["result"])

@@ -5,13 +5,12 @@ It is the reference the tensor backends are checked against, and the naive basel
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from detector.contracts.detections import Detections
+from detector.contracts.ultralytics_env import prepare_offline
 from detector.inference.base import (
     BackendKind,
     Image,
@@ -29,7 +28,7 @@ _offline_ready = False
 
 
 def prepare_ultralytics_offline() -> None:
-    """Make ultralytics run offline before it is imported (``detector.inference.ultralytics_env``).
+    """Make ultralytics run offline before it is imported (``detector.contracts.ultralytics_env``).
 
     Once per process: a second call would only warn that ultralytics is already imported.
     """
@@ -37,17 +36,9 @@ def prepare_ultralytics_offline() -> None:
     if _offline_ready:
         return
     try:
-        env = importlib.import_module("detector.inference.ultralytics_env")
-    except ModuleNotFoundError as exc:
-        if exc.name != "detector.inference.ultralytics_env":
-            raise
-        os.environ["YOLO_OFFLINE"] = "true"
-        os.environ["YOLO_AUTOINSTALL"] = "false"
-    else:
-        try:
-            env.prepare_offline()
-        except Exception as exc:  # its own OfflineSetupError, or OSError placing fonts
-            raise ModelLoadError(f"cannot prepare ultralytics to run offline: {exc}") from exc
+        prepare_offline()
+    except Exception as exc:  # its own OfflineSetupError, or OSError placing fonts
+        raise ModelLoadError(f"cannot prepare ultralytics to run offline: {exc}") from exc
     _offline_ready = True
 
 

@@ -2,7 +2,7 @@
 
 A disposed camera case makes the API publish ``<prefix>/commands/recheck/{stream}``; a simulated
 detector (a small paho client: the real detector's side comes later) checks the command against
-``api/contracts/recheck.v1.schema.json`` and answers on the command's ``reply_topic``: absent
+``detector/contracts/recheck.v1.schema.json`` and answers on the command's ``reply_topic``: absent
 closes the case with the fresh frame, present sends it back for rework (rework +1).
 """
 
@@ -23,8 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from api.core.config import Settings
 from api.ingest.sample import encode, sample_event, sample_jpeg
-from api.services.recheck_answers import command_validator
 from api.testing import TEST_KEYS, auth
+from detector.contracts.recheck import command_validator
 
 pytestmark = pytest.mark.mqtt
 Wait = Callable[..., Any]

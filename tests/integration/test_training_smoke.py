@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from detector.contracts.manifest import load_manifest, resolve_path, sha256_file, verify_sha256
-from detector.inference.ultralytics_env import prepare_offline
+from detector.contracts.ultralytics_env import prepare_offline
 
 pytestmark = pytest.mark.slow
 

@@ -193,7 +193,7 @@ def assert_replays(events: list[dict[str, Any]], case: dict[str, Any]) -> None:
                 row["to_status"],
                 row["data"],
             )
-            from api.ingest.validation import parse_datetime
+            from detector.contracts.schemas import parse_datetime
 
             self.at = parse_datetime(row["at"].replace("Z", "+00:00"))
 

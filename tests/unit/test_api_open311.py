@@ -74,8 +74,8 @@ def seeded(app: FastAPI, client: TestClient) -> dict[str, int]:
     )
     act(client, ids["merged"], ("reviewer", "merge", {"into": ids["open"]}))
     with app.state.session_factory() as s, s.begin():  # make one case older than the 90-day window
-        from api.ingest.validation import parse_datetime
         from api.models import Case
+        from detector.contracts.schemas import parse_datetime
 
         old = s.get(Case, ids["old"])
         assert old is not None

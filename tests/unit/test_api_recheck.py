@@ -20,8 +20,9 @@ from api.ingest.service import IngestOutcome, ingest_event
 from api.main import create_app
 from api.models import DeadLetter, RecheckRequest
 from api.services.recheck import RecheckSender
-from api.services.recheck_answers import command_validator, handle_result
+from api.services.recheck_answers import handle_result
 from api.testing import FakeClock, auth, make_settings
+from detector.contracts.recheck import command_validator
 
 PREFIX = "citywatch/v1"
 

@@ -1,9 +1,11 @@
-"""The v1 MQTT contracts: every topic has a JSON Schema, the API keeps identical copies, the
-contracts README documents each one, and what the detector publishes satisfies them."""
+"""The v1 MQTT contracts: every topic has a JSON Schema, kept once (detector/contracts/, which the API
+validates with too), the contracts README documents each one, and what the detector publishes
+satisfies them."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,24 +13,18 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from detector.config.schema import StreamConfig
-from detector.contracts.events import (
-    STATE_SCHEMA_FILE,
-    STATUS_SCHEMA_FILE,
-    EventSchemaError,
-    validate_state,
-    validate_status,
-)
+from detector.contracts.events import EventSchemaError, validate_state, validate_status
+from detector.contracts.schemas import SCHEMA_FILES, STATE_SCHEMA_FILE, STATUS_SCHEMA_FILE
 from detector.delivery.publisher import Publisher
 from detector.sources.worker import StreamState
 
 REPO = Path(__file__).resolve().parents[2]
 DETECTOR_CONTRACTS = REPO / "detector" / "contracts"
-API_CONTRACTS = REPO / "api" / "contracts"
 TOPIC_SCHEMAS = ["violation-event.v1.schema.json", STATUS_SCHEMA_FILE, STATE_SCHEMA_FILE]
 
 
 def all_schemas() -> list[Path]:
-    return sorted({*DETECTOR_CONTRACTS.glob("*.schema.json"), *API_CONTRACTS.glob("*.schema.json")})
+    return sorted(DETECTOR_CONTRACTS.glob("*.schema.json"))
 
 
 def test_every_topic_of_the_design_has_a_schema() -> None:
@@ -36,13 +32,13 @@ def test_every_topic_of_the_design_has_a_schema() -> None:
     assert set(TOPIC_SCHEMAS) <= names
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in DETECTOR_CONTRACTS.glob("*.schema.json")))
-def test_api_copy_is_identical(name: str) -> None:
-    copy = API_CONTRACTS / name
-    assert copy.is_file(), f"api/contracts/{name} is missing: copy detector/contracts/{name} there"
-    assert copy.read_bytes() == (DETECTOR_CONTRACTS / name).read_bytes(), (
-        f"api/contracts/{name} differs from detector/contracts/{name}: change both together"
-    )
+def test_each_schema_exists_once() -> None:
+    """The API validates with detector/contracts' files (detector.contracts.schemas), never a copy."""
+    files = subprocess.run(["git", "ls-files", "*.schema.json"], cwd=REPO, capture_output=True, text=True)
+    listed = [Path(p) for p in files.stdout.split()]
+    assert listed, files.stderr
+    assert {p.parent for p in listed} == {Path("detector/contracts")}, listed
+    assert {p.name for p in listed} == set(SCHEMA_FILES)
 
 
 @pytest.mark.parametrize("path", all_schemas(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")

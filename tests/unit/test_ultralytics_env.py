@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
 import json, os, sys
-from detector.inference.ultralytics_env import prepare_offline
+from detector.contracts.ultralytics_env import prepare_offline
 folder = prepare_offline(sys.argv[1])
 again = prepare_offline()
 from ultralytics.utils import ONLINE, SETTINGS, USER_CONFIG_DIR
