@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 #: that a ``cleared`` sorts after an ``updated`` of the same frame. It survives a detector restart
 #: (it is derived from frame time, not from a counter) and fits the schema for years.
 SEQ_PER_S = 10
+#: What a re-check of a rule name the config does not know needs (commands name a rule the API knows).
+UNKNOWN_RULE_MIN_SCORE = 0.25
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,12 @@ class StreamPipeline:
     def model_for(self, rule: str) -> ModelInfo:
         """The model that serves ``rule`` on this stream."""
         return self.rule_models.get(rule, self.model)
+
+    def min_score(self, rule: str) -> float:
+        """The score a detection needs for ``rule`` on this stream (its stream-level parameters);
+        ``UNKNOWN_RULE_MIN_SCORE`` for a name that is no rule."""
+        params = self.stream.effective_rules.of(rule)
+        return UNKNOWN_RULE_MIN_SCORE if params is None else float(params.min_score)
 
     # ------------------------------------------------------------------ per sample
     def process(self, ts: float, image: npt.NDArray[np.uint8], dets: Detections) -> list[dict[str, Any]]:

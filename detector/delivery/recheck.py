@@ -127,9 +127,7 @@ def judge(
         else np.array([pipe.engine.label_of(str(n)) for n in dets.class_name], dtype=object)
     )
     keep = labels == cmd.label
-    params = getattr(pipe.stream.effective_rules, cmd.rule, None)
-    min_score = float(getattr(params, "min_score", 0.25))
-    keep &= dets.confidence >= min_score
+    keep &= dets.confidence >= pipe.min_score(cmd.rule)
     zone = pipe.zones.get(cmd.zone) if cmd.zone else None
     if zone is not None:
         keep &= zone.contains_boxes(dets.xyxy, (w, h))

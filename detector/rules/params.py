@@ -170,6 +170,16 @@ class RulesConfig(BaseModel):
         default_factory=lambda: LitterParams(), description="道路不洁/暴露垃圾"
     )
 
+    def of(self, rule: str) -> RuleParams | None:
+        """One rule's parameters by the rule's name; None for a name that is no rule."""
+        by_name: dict[str, RuleParams] = {
+            "illegal_parking": self.illegal_parking,
+            "street_vending": self.street_vending,
+            "illegal_structure": self.illegal_structure,
+            "unclean_road": self.unclean_road,
+        }
+        return by_name.get(rule)
+
     def merged(self, overrides: dict[str, Any] | None) -> RulesConfig:
         """A new config with ``overrides`` (partial, nested dicts) deep-merged and re-validated."""
         if not overrides:

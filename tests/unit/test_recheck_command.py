@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 
 import detector.delivery.recheck as recheck
+from detector.config import StreamConfig
 from detector.contracts.detections import Detections
 from detector.delivery.mqtt import AckCallback, Communicator, MessageCallback, PublishHandle, ReceivedMessage
+from detector.delivery.publisher import JsonlSink
 from detector.delivery.recheck import MAX_COMMAND_BYTES, RecheckCommand, RecheckCommandError, Rechecker
+from detector.inference.model import ModelInfo
+from detector.pipeline import UNKNOWN_RULE_MIN_SCORE, StreamPipeline
 
 PREFIX = "citywatch/v1"
 STREAM = "cam-1"
@@ -176,3 +180,22 @@ def test_the_rechecker_drops_bad_commands_and_answers_only_on_the_agreed_topic(
         "absent",
         STREAM,
     )
+
+
+@pytest.mark.parametrize(
+    ("rules", "rule", "expected"),
+    [
+        ({}, "illegal_parking", 0.35),  # the parameters' default
+        ({"illegal_parking": {"min_score": 0.6}}, "illegal_parking", 0.6),  # the stream's own
+        ({"illegal_parking": {"min_score": 0.6}}, "street_vending", 0.35),  # another rule's is not it
+        ({"unclean_road": {"min_score": 0.5}}, "unclean_road", 0.5),
+        ({}, "no_such_rule", UNKNOWN_RULE_MIN_SCORE),
+    ],
+)
+def test_a_recheck_judges_with_the_streams_min_score_of_the_rule(
+    tmp_path: Any, rules: dict[str, Any], rule: str, expected: float
+) -> None:
+    stream = StreamConfig.model_validate({"id": STREAM, "url": "rtsp://cam/1", "zones": [], "rules": rules})
+    info = ModelInfo("m", "1", None, ("vehicle",), {"vehicle": "vehicle"})
+    with JsonlSink(tmp_path / "events.jsonl") as sink:
+        assert StreamPipeline(stream, info, sink).min_score(rule) == pytest.approx(expected)
