@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from detector.contracts.errors import DetectorError
+
 ZONE_COLOR: Final = (0, 215, 255)  # BGR amber
 BOX_COLOR: Final = (0, 0, 255)  # BGR red
 TEXT_COLOR: Final = (255, 255, 255)
@@ -24,7 +26,7 @@ MAX_JPEG_BYTES: Final = 3_000_000  # base64 of it stays under the schema's 4,000
 MIN_QUALITY: Final = 30
 
 
-class EvidenceError(ValueError):
+class EvidenceError(DetectorError, ValueError):
     """The evidence image could not be made from the given frame and geometry."""
 
 

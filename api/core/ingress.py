@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.core.evidence import EvidenceStore
 from api.core.ratelimit import Charge, Quota, RateLimiter, client_subject
-from api.errors import AuthenticationError, EvidenceFullError, RateLimitedError
+from api.errors import AuthenticationError, CityWatchAPIError, EvidenceFullError, RateLimitedError
 from api.services.auth import Authenticator, Principal, Role
 
 Renderer = Callable[[str, int, str], Response]
@@ -86,7 +86,7 @@ class _Refusal:
     retry_after: int | None = None
 
 
-class _BodyRefusedError(Exception):
+class _BodyRefusedError(CityWatchAPIError):
     """Raised from ``receive`` when the streamed body crosses a limit; the guard answers."""
 
 

@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from api.errors import ConfigError
+from api.errors import CityWatchAPIError, ConfigError
 from api.services.calendar import WorkCalendar
 
 DEFAULT_ROUTING_FILE = Path(__file__).resolve().parent.parent / "config" / "routing.yaml"
@@ -146,7 +146,7 @@ class Route:
     street: str | None
 
 
-class NoRouteError(LookupError):
+class NoRouteError(CityWatchAPIError, LookupError):
     """No route matches and no unit was named."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamConfig, load_config
 from detector.contracts.detections import Detections
+from detector.contracts.errors import DetectorError
 from detector.delivery.broker import broker_answers
 from detector.delivery.mqtt import MqttSettings, PahoCommunicator
 from detector.delivery.outbox import Outbox
@@ -38,7 +39,7 @@ from detector.sources.worker import StreamWorker, resolve_url
 log = logging.getLogger("citywatch.run")
 
 
-class RunError(Exception):
+class RunError(DetectorError):
     """The detector cannot start; the message says what to fix."""
 
 

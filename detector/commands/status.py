@@ -24,11 +24,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from detector.config import ConfigError, MqttConfig, load_config
+from detector.contracts.errors import DetectorError
 
 HEALTHY = frozenset({"live", "finished"})
 
 
-class StatusError(Exception):
+class StatusError(DetectorError):
     """The broker cannot be reached or refused the connection."""
 
 

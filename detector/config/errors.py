@@ -18,6 +18,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from detector.contracts.errors import DetectorError
+
 Loc = tuple[str | int, ...]
 
 
@@ -30,7 +32,7 @@ class Problem:
     hint: str
 
 
-class ConfigProblem(ValueError):
+class ConfigProblem(DetectorError, ValueError):
     """Raised inside validators; carries problems located relative to the validated value."""
 
     def __init__(self, problems: list[Problem]) -> None:
@@ -72,7 +74,7 @@ class ConfigIssue:
         return self.format()
 
 
-class ConfigError(Exception):
+class ConfigError(DetectorError):
     """The config cannot be used. ``issues`` lists every problem found, with positions."""
 
     def __init__(self, issues: list[ConfigIssue], file: str = "") -> None:

@@ -17,13 +17,14 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from detector.config.errors import Loc, Problem, format_path
+from detector.contracts.errors import DetectorError
 
 Position = tuple[int, int]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class YamlSyntaxError(Exception):
+class YamlSyntaxError(DetectorError):
     """The text is not valid YAML; ``line`` and ``column`` are 1-based."""
 
     def __init__(self, line: int | None, column: int | None, message: str, hint: str) -> None:

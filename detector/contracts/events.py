@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, Protocol
 
 from jsonschema import Draft202012Validator
 
+from detector.contracts.errors import DetectorError
 from detector.contracts.schemas import (
     EVENT_SCHEMA_FILE,
     STATE_SCHEMA_FILE,
@@ -60,7 +61,7 @@ class Evidence(Protocol):
     def url(self) -> str | None: ...
 
 
-class EventError(ValueError):
+class EventError(DetectorError, ValueError):
     """Base class of the errors raised while building or checking a violation event."""
 
 

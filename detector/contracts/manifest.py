@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from detector.contracts.errors import DetectorError
+
 MODELS_DIR_ENV = "CITYWATCH_MODELS_DIR"
 MANIFEST_NAME = "manifest.yaml"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +45,7 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _EXPORT_KEYS = ("onnx", "onnx_int8", "openvino", "openvino_int8")
 
 
-class ManifestError(Exception):
+class ManifestError(DetectorError):
     """The manifest or a model file it lists is missing, malformed or does not match."""
 
 

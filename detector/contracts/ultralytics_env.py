@@ -20,6 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from detector.contracts.errors import DetectorError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_DIR = REPO_ROOT / "var" / "yolo-config"
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 _prepared: Path | None = None  # the settings folder, once prepare_offline() has run in this process
 
 
-class OfflineSetupError(RuntimeError):
+class OfflineSetupError(DetectorError, RuntimeError):
     """ultralytics could not be made safe to run offline."""
 
 

@@ -29,6 +29,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Final
 
+from detector.contracts.errors import DetectorError
+
 log = logging.getLogger(__name__)
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
@@ -40,7 +42,7 @@ CONNECT_TIMEOUT_S: Final = 10.0
 Message = tuple[str, bytes, int, bool]  # topic, payload, qos, retain
 
 
-class BrokerError(Exception):
+class BrokerError(DetectorError):
     """The embedded broker could not start or stop."""
 
 
@@ -54,7 +56,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _ProtocolError(Exception):
+class _ProtocolError(DetectorError):
     """A client sent something that is not MQTT 3.1.1; its connection is closed."""
 
 

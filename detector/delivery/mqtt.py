@@ -24,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from detector.contracts.errors import DetectorError
 from detector.contracts.events import TOPIC_PREFIX, status_topic
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ AckCallback = Callable[[int, str], None]
 UNSUPPORTED_PROTOCOL: Final = 132  # MQTT 5 CONNACK reason; paho maps a v3 CONNACK rc=1 onto it
 
 
-class MqttError(Exception):
+class MqttError(DetectorError):
     """Base class of the MQTT errors raised by citywatch."""
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+from detector.contracts.errors import DetectorError
+
 log = logging.getLogger(__name__)
 
 AlarmCallback = Callable[[int, int], None]
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 _COLUMNS: Final = "id, topic, payload, qos, created, attempts, next_try, last_error"
 
 
-class OutboxError(Exception):
+class OutboxError(DetectorError):
     """The outbox could not be opened or used."""
 
 

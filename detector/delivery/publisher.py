@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol
 
+from detector.contracts.errors import DetectorError
 from detector.contracts.events import (
     SCHEMA_NAME,
     TOPIC_PREFIX,
@@ -46,7 +47,7 @@ REFUSED: Final = 0x80  # MQTT 5 reason codes at or above this are failures
 JSON: Final = "application/json"
 
 
-class PublisherError(Exception):
+class PublisherError(DetectorError):
     """An event or a state could not be accepted for publishing."""
 
 

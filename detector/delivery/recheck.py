@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.contracts.detections import Detections, box_iou
+from detector.contracts.errors import DetectorError
 from detector.contracts.recheck import (
     COMMAND_SCHEMA,
     answer_topic,
@@ -58,7 +59,7 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-class RecheckCommandError(ValueError):
+class RecheckCommandError(DetectorError, ValueError):
     """A re-check command that cannot be acted on; the message says why."""
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.contracts.detections import Detections
+from detector.contracts.errors import DetectorError
 from detector.inference.letterbox import LetterboxInfo, letterbox, to_tensor
 from detector.inference.nms import decode_end2end, decode_yolo
 
@@ -25,7 +26,7 @@ BackendKind = Literal["ultralytics", "onnx", "openvino"]
 Image = npt.NDArray[np.uint8]
 
 
-class InferenceError(Exception):
+class InferenceError(DetectorError):
     """Inference failed."""
 
 

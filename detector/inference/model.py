@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detector.config.model import ModelConfig
+from detector.contracts.errors import DetectorError
 from detector.contracts.manifest import ManifestError, ModelEntry, load_manifest, resolve_path, sha256_file
 from detector.inference import InferenceBackend, load_backend
 from detector.inference.tiling import TiledBackend
@@ -37,7 +38,7 @@ KNOWN_RULE_LABELS = {
 }
 
 
-class ModelResolveError(Exception):
+class ModelResolveError(DetectorError):
     """The configured model cannot be found or loaded; the message says what to fix."""
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detector.contracts.detections import Detections
+from detector.contracts.errors import DetectorError
 from detector.inference import InferenceBackend, InferenceError
 from detector.sources import Frame
 
@@ -39,7 +40,7 @@ Merge = Callable[[Mapping[str, Detections]], Detections]
 DEFAULT_MODEL = "default"
 
 
-class InferenceServiceError(Exception):
+class InferenceServiceError(DetectorError):
     """A frame was submitted for a stream the service does not know, or a stream needs an unknown model."""
 
 

@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from detector.contracts.errors import DetectorError
 from detector.contracts.manifest import REPO_ROOT, ModelEntry
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ EXPORT_KINDS: dict[str, tuple[Literal["ultralytics", "onnx", "openvino"], Litera
 }
 
 
-class TuneError(Exception):
+class TuneError(DetectorError):
     """Tuning cannot run (no candidate export, every candidate failed); the message says why."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.contracts.detections import Detections
+from detector.contracts.errors import DetectorError
 from detector.rules.params import RuleParams, RulesConfig
 from detector.rules.tracker import Box, FrameClock, box_tuple, labels_of
 from detector.rules.zones import FrameSize, Zone
@@ -31,7 +32,7 @@ P = TypeVar("P", bound=RuleParams)
 SCORE_WINDOW = 10
 
 
-class RuleError(ValueError):
+class RuleError(DetectorError, ValueError):
     """Input a rule cannot judge (e.g. untracked detections for a per-vehicle rule)."""
 
 

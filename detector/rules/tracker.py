@@ -20,12 +20,13 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.contracts.detections import Detections, box_iou
+from detector.contracts.errors import DetectorError
 
 Box = tuple[float, float, float, float]
 FrameSize = tuple[int, int]
 
 
-class TrackerError(ValueError):
+class TrackerError(DetectorError, ValueError):
     """Input the tracker cannot take (time going backwards, bad parameters)."""
 
 

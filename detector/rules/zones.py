@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
+from detector.contracts.errors import DetectorError
 from detector.rules.params import RULE_NAMES, RulesConfig
 
 FrameSize = tuple[int, int]
@@ -22,7 +23,7 @@ FrameSize = tuple[int, int]
 _EPS = 1e-9
 
 
-class ZoneError(ValueError):
+class ZoneError(DetectorError, ValueError):
     """A zone definition that cannot be used; the message says which zone and why."""
 
 

@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 import numpy.typing as npt
 
+from detector.contracts.errors import DetectorError
+
 DecodeMode = Literal["keyframes", "all"]
 OpenFailure = Literal[
     "not_found", "unauthorized", "refused", "timeout", "unsupported", "invalid", "unreachable", "other"
@@ -55,7 +57,7 @@ class ProbeResult(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------- errors
-class SourceError(Exception):
+class SourceError(DetectorError):
     """A video source failed. ``url`` is always masked (no passwords)."""
 
     def __init__(self, message: str, url: str) -> None:

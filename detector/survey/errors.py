@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from detector.contracts.errors import DetectorError
 
-class SurveyError(Exception):
+
+class SurveyError(DetectorError):
     """A survey cannot run or cannot go on."""
 
 

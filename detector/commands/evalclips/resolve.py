@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from detector.commands.evalclips.spec import RULE_NAMES, Clip, Expectations, Settings, VideoClip, clip_name
 from detector.config import CitywatchConfig, ConfigError, LoadedConfig, ModelConfig, StreamConfig, load_config
 from detector.config.errors import format_path, problems_from_validation_error
+from detector.contracts.errors import DetectorError
 from detector.inference import InferenceError
 from detector.inference.model import LoadedModel, ModelResolveError, load_model
 from detector.inference.rule_models import RuleModelSet, load_rule_models
@@ -30,7 +31,7 @@ from detector.sources.base import parse_creation_time
 FULL_FRAME = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
 
 
-class EvalInputError(Exception):
+class EvalInputError(DetectorError):
     """A clip cannot be run as given (its file, its config, its model); the message names them."""
 
 

@@ -25,6 +25,7 @@ from pydantic import model_validator as after
 
 from detector.config.errors import ConfigProblem, Problem, format_path, problems_from_validation_error
 from detector.config.yamlparse import YamlSyntaxError, parse_yaml
+from detector.contracts.errors import DetectorError
 from detector.rules.params import RULE_NAMES, RulesConfig
 
 RuleName = Literal["illegal_parking", "street_vending", "illegal_structure", "unclean_road"]
@@ -257,7 +258,7 @@ class Issue:
         )
 
 
-class ExpectationsError(Exception):
+class ExpectationsError(DetectorError):
     """The expectations file (or a file it names) cannot be used; ``issues`` says where and why."""
 
     def __init__(self, issues: list[Issue]) -> None:

@@ -15,12 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from detector.contracts.errors import DetectorError
+
 AltitudeRef = Literal["takeoff", "msl", "unknown"]
 FocalKind = Literal["35mm", "mm", "px"]
 EARTH_RADIUS_M = 6_371_008.8
 
 
-class TelemetryError(Exception):
+class TelemetryError(DetectorError):
     """Telemetry cannot be used; the message says which file, which frame and what to do."""
 
 
