@@ -2,12 +2,14 @@
 
     python bench/capacity.py [--modes main,sub,naive] [--window 30] [--max-lag 2] [--clip-s 150]
     python bench/capacity.py --second-model [--window 20] [--max-probes 3]   # what a second model costs
+    python bench/capacity.py --quick   # one probe per mode at 2 streams (1 naive), 5 s windows, 20 s clips
 
 Cameras are H.264 files served by a real RTSP server (GStreamer's gst-rtsp-server, tests/rtsp_server.py)
 on loopback, each mount its own session in real time; the server runs on this box, so its load counts.
 ``main``: 1920x1080, 25 fps, ~4 Mbit/s, 2 s GOP. ``sub``: the 640x360 detection substream (25 fps,
 ~0.5 Mbit/s, 2 s GOP). The clips are the bundled street scene scaled up, with sensor-like noise so the
-encoder spends a real camera's bits; made once under ``var/bench/clips``.
+encoder spends a real camera's bits; made once under ``var/bench/clips`` (the street scene is rendered
+first when ``make scenarios`` has not run).
 
 Detector (``main`` and ``sub``): the production path in one process: a ``StreamWorker`` per stream
 (PyAV, key frames only when the GOP allows), the shared batched ``InferenceService`` with the manifest's
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import _data
 import _search
 import capacity_models
 import numpy as np
@@ -67,7 +70,7 @@ def make_clip(kind: str, seconds: float) -> Path:
         return out_path
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _common.log(f"encoding {out_path.name} (once) ...")
-    src = av.open(str(_common.REPO / "training/synth/scenarios/street-demo.mp4"))
+    src = av.open(str(_data.scenario_clip("street-demo")))
     frames = [f.to_ndarray(format="bgr24") for f in src.decode(video=0)]
     src.close()
     rng = np.random.default_rng(7)
@@ -332,7 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--clip", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="a short run: one small probe per mode")
     a = p.parse_args(argv)
+    if a.quick:
+        a.window, a.clip_s, a.max_probes = 5.0, 20.0, 1
+        a.start_main = a.start_sub = 2
+        a.start_naive = a.start_models = 1
     if a.probe is not None:  # child: one count
         if a.mode in capacity_models.MODES:
             args = (a.mode, a.probe, a.clip, a.window, 90.0, Meter(a.probe), _summary, GOP_S)
@@ -345,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reason = unavailable_reason()
     if reason:
-        raise SystemExit(f"bench/capacity.py needs the GStreamer RTSP server: {reason}")
+        _data.needs("bench/capacity.py", f"it needs the GStreamer RTSP server (make test-services): {reason}")
     modes = list(capacity_models.MODES) if a.second_model else a.modes.split(",")
     main_clip = make_clip("main", a.clip_s)
     sub_clip = make_clip("sub", a.clip_s) if "sub" in modes else None

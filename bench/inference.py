@@ -1,6 +1,7 @@
 """Inference throughput and accuracy of each backend against the naive baseline, in one process.
 
     python bench/inference.py [--images 400] [--timed 200] [--batch 8] [--threads 2] [--model X.pt --imgsz N]
+    python bench/inference.py --quick   # 32 frames, one round, only the exports the manifest lists
 
 Baseline: ``YOLO(pt).predict(frame)`` one frame at a time, ultralytics defaults (the way most code calls
 it). Candidates: the detector's backends (``detector.inference``) on the same frames in batches of
@@ -9,7 +10,9 @@ fp32 and INT8, OpenVINO fp32 and INT8. INT8 models are calibrated on our own tra
 ultralytics default dataset); exports listed in the manifest are used, missing ones are made under
 ``var/bench/exports``.
 
-Frames: the held-out synthetic test split (street and drone views). fps is timed at the deployed
+Frames: the held-out synthetic test split (street and drone views; the frames it needs are rendered once
+into ``var/bench/data``, the same files ``make dataset`` writes, see ``bench/_data.py``; so is the INT8
+calibration sample when an INT8 export has to be made). fps is timed at the deployed
 confidence (0.25) on ``--timed`` frames in ``--rounds`` rounds (the baseline, then every candidate, in
 turn; each model's best round counts, so a busy spell on a shared box hits all of them alike); mAP50
 (COCO 101-point, IoU 0.5, mean over classes) at conf 0.001
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import _data
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +43,6 @@ from detector.inference import load_backend
 
 Image = npt.NDArray[np.uint8]
 Pred = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64]]
-DATA = _common.REPO / "datasets" / "synth-v2" / "dataset.yaml"
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -47,7 +50,7 @@ def load_split(n: int) -> tuple[list[Image], list[tuple[npt.NDArray[np.float32],
     """Test images (street and drone interleaved) and their boxes in pixels."""
     from training.dataset import label_path, load_dataset
 
-    spec = load_dataset(DATA)
+    spec = load_dataset(_data.test_split(n))
     files = [spec.images(k) for k in ("test_street", "test_drone")]
     mixed = [f for pair in zip(*files, strict=False) for f in pair][:n]
     images, truths = [], []
@@ -172,7 +175,7 @@ def candidates(
                     if not make_missing:
                         continue
                     _common.log(f"exporting {key} of {m.pt} at {m.imgsz} px ...")
-                    calib = load_dataset(DATA) if int8 else None
+                    calib = load_dataset(_data.calibration_split()) if int8 else None
                     export_model(  # as `citywatch export` makes them: any input height and width
                         m.pt,
                         fmt,
@@ -198,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma-separated candidates, e.g. onnx_int8,openvino_int8")
     p.add_argument("--no-export", action="store_true", help="skip candidates whose export is missing")
     p.add_argument("--rounds", type=int, default=3, help="timing rounds (best per model counts)")
+    p.add_argument(
+        "--quick", action="store_true", help="a short run: --images 32 --timed 32 --rounds 1 --no-export"
+    )
     a = p.parse_args(argv)
+    if a.quick:
+        a.images, a.timed, a.rounds, a.no_export = min(a.images, 32), min(a.timed, 32), 1, True
     m = _common.default_model(a.model, a.imgsz)
     images, truths = load_split(a.images)
     _common.log(f"{m.name}@{m.version} at {m.imgsz} px: {len(images)} frames, {a.threads} threads")

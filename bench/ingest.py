@@ -1,14 +1,15 @@
 """Ingest throughput: violation events from MQTT into the database, SQLite and PostgreSQL.
 
     python bench/ingest.py [--events 20000] [--dup-ratio 0.05] [--backends sqlite,postgresql]
+    python bench/ingest.py --quick   # 2,000 events
 
 For each backend: a fresh database (a SQLite file; a new PostgreSQL database, dropped after),
 migrated; the API's MQTT ingest (``api.ingest.mqtt.MqttIngest``, the routing table loaded as
 the API loads it) running in this process; a publisher in a child process that sends every
-event at full speed, QoS 1. ``--mix opened`` (default): every event is the ``opened`` event of a
-new violation with its own evidence JPEG (one file to store per event: the worst case);
-``--mix lifecycle``: each violation's opened (with its JPEG), updated, updated and cleared, as the
-detector sends them. ``--dup-ratio`` of the messages are copies of earlier ones (a redelivery).
+event at full speed, QoS 1. ``--mix lifecycle`` (default): each violation's opened (with its JPEG),
+updated, updated and cleared, as the detector sends them; ``--mix opened``: every event is the
+``opened`` event of a new violation with its own evidence JPEG (one file to store per event: the worst
+case). ``--dup-ratio`` of the messages are copies of earlier ones (a redelivery).
 ``events_per_s`` = messages / (first publish -> the commit of the last one); ``lost`` = violations
 without a case or whose case missed its last event; ``duplicates`` = extra cases plus extra
 history rows of one (violation, seq). Prints one JSON object.
@@ -160,9 +161,11 @@ def free_port() -> int:
 
 @contextmanager
 def mosquitto(workdir: Path) -> Iterator[tuple[str, int, str]]:
-    exe = shutil.which("mosquitto")
+    exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
     if exe is None:
-        raise SystemExit("bench/ingest.py needs mosquitto (apt-get install mosquitto) or --broker host:port")
+        import _data
+
+        _data.needs(Path(sys.argv[0]).name, "it needs mosquitto (make test-services) or --broker host:port")
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(
@@ -354,10 +357,17 @@ def main(argv: list[str] | None = None) -> int:
         help="folder for the SQLite file and the evidence store (a disk like the API's var/)",
     )
     p.add_argument("--pg-admin", default=os.environ.get("CITYWATCH_TEST_PG_ADMIN_URL", DEFAULT_PG_ADMIN))
+    p.add_argument("--quick", action="store_true", help="a short run: --events 2000")
     a = p.parse_args(args)
+    if a.quick:
+        a.events = min(a.events, 2000)
     if a.events < 1 or not 0.0 <= a.dup_ratio < 0.5:
         p.error("need --events >= 1 and 0 <= --dup-ratio < 0.5")
     logging.basicConfig(level=logging.ERROR)
+    if "postgresql" in a.backends.split(","):
+        import _data
+
+        _data.require_postgres("bench/ingest.py", a.pg_admin)
     results = []
     a.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=a.workdir) as tmp:

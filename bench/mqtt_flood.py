@@ -1,6 +1,7 @@
 """MQTT ingest memory under a flood: the API's resident memory while the database is blocked.
 
     python bench/mqtt_flood.py [--events 50000] [--payload-kib 2] [--scenarios flood_qos1,oversized]
+    python bench/mqtt_flood.py --quick   # 2,000 events
 
 A private Mosquitto (``max_queued_messages 0``: the broker keeps whatever the API does not take).
 Each scenario runs in its own child process (so ``ru_maxrss`` is that scenario's peak), twice:
@@ -200,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("--host", "--prefix", "--scenario", "--mode", "--workdir"):
         p.add_argument(name, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="a short run: --events 2000")
     a = p.parse_args(argv)
+    if a.quick:
+        a.events = min(a.events, 2000)
     if a.publish:
         return publish_main(a)
     if a.child:

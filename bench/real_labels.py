@@ -9,6 +9,12 @@ vehicle detections that match no labelled vehicle. Prints one JSON object per mo
 
     .venv/bin/python bench/real_labels.py datasets/real-aerial-test --model citywatch-synth@1.1.0 \
         --model citywatch-synth@1.2.0 --model yolov8n-coco
+    .venv/bin/python bench/real_labels.py --quick   # the manifest's default model on 8 images
+
+The images are not in the repository (real photos under their own licences, which nothing here can
+render): without them it says what to fetch and exits 2. The README's figures came from
+``jekhor/aerial-cars-dataset`` (Minsk drone photos, KIT AIS Munich strips), the held-out sites
+``MunichStreet02`` and ``DJI_0762`` cut into 640 px tiles with ``python -m training.tiles``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import _data
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,6 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector.config import ModelConfig
 from detector.inference.model import load_model
 from training.tiles import read_yolo
+
+DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / "datasets" / "real-aerial-test"
+FETCH = (
+    "real labelled aerial images, which are not in the repository: fetch jekhor/aerial-cars-dataset "
+    "(github.com/jekhor/aerial-cars-dataset), cut the held-out sites (--only MunichStreet02,DJI_0762) into "
+    "640 px tiles with `python -m training.tiles IMAGES LABELS --out datasets/real-aerial-test`, "
+    "or pass any YOLO folder (images/*.jpg, labels/*.txt, class 0 = vehicle)"
+)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -41,13 +56,15 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9))
 
 
-def measure(folder: Path, ref: str, iou: float, min_score: float, vehicle_conf: float) -> dict[str, Any]:
+def measure(
+    folder: Path, ref: str | None, iou: float, min_score: float, vehicle_conf: float, limit: int | None = None
+) -> dict[str, Any]:
     import cv2
 
     model = load_model(ModelConfig(name=ref, conf=min(min_score, vehicle_conf)))
     labels = model.info.rule_labels
     names = model.info.class_names
-    files = sorted((folder / "images").glob("*.jpg"))
+    files = sorted((folder / "images").glob("*.jpg"))[:limit]
     found = total = false_vehicles = 0
     invented: dict[str, int] = {"vendor": 0, "litter": 0, "structure": 0}
     for f in files:
@@ -77,18 +94,25 @@ def measure(folder: Path, ref: str, iou: float, min_score: float, vehicle_conf: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", type=Path, help="YOLO folder: images/*.jpg, labels/*.txt (class 0 = vehicle)")
-    p.add_argument("--model", action="append", required=True, help="manifest name[@version]; repeatable")
+    p.add_argument(
+        "folder",
+        type=Path,
+        nargs="?",
+        default=DEFAULT_FOLDER,
+        help="YOLO folder: images/*.jpg, labels/*.txt (class 0 = vehicle); default datasets/real-aerial-test",
+    )
+    p.add_argument("--model", action="append", help="manifest name[@version]; repeatable (default: default)")
     p.add_argument("--iou", type=float, default=0.3, help="IoU that counts a vehicle as found (0.3)")
     p.add_argument("--min-score", type=float, default=0.35, help="rule threshold for invented objects")
     p.add_argument("--vehicle-conf", type=float, default=0.25, help="vehicle detection threshold (0.25)")
+    p.add_argument("--quick", action="store_true", help="a short run: the first 8 images")
     a = p.parse_args(argv)
-    for ref in a.model:
-        print(
-            json.dumps(
-                {"folder": str(a.folder), **measure(a.folder, ref, a.iou, a.min_score, a.vehicle_conf)}
-            )
-        )
+    if not any((a.folder / "images").glob("*.jpg")):
+        _data.needs("bench/real_labels.py", f"{a.folder} holds no images/*.jpg; it needs {FETCH}")
+    limit = 8 if a.quick else None
+    for ref in a.model or [None]:
+        result = measure(a.folder, ref, a.iou, a.min_score, a.vehicle_conf, limit)
+        print(json.dumps({"folder": str(a.folder), **result}))
     return 0
 
 

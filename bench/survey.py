@@ -6,6 +6,9 @@ into few inference calls; SAHI (batch_size=1, its default) runs one call per til
 object: frames_per_min, sahi_frames_per_min, ratio (ours / SAHI), and what was measured.
 
     .venv/bin/python bench/survey.py [--model NAME|PATH] [--backend onnx|ultralytics] [--frames 4]
+    .venv/bin/python bench/survey.py --quick   # 2 frames
+
+The frames are rendered here (the synthetic survey flight), nothing needs preparing.
 """
 
 from __future__ import annotations
@@ -59,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conf", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch", type=int, default=8, help="tiles per inference call (citywatch)")
+    p.add_argument("--quick", action="store_true", help="a short run: --frames 2")
     a = p.parse_args(argv)
+    if a.quick:
+        a.frames = min(a.frames, 2)
     spec, _ = resolve_model(a.model, a.backend, a.conf, 640, 0.2, a.threads, None)
     frames = frames_4k(a.frames)
     tiles = len(tile_grid(3840, 2160, 640, 0.2))

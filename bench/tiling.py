@@ -1,6 +1,7 @@
 """What the tile pass (``tiles:`` in a model section, detector/inference/tiling.py) costs and what it finds.
 
     python bench/tiling.py [--model yolov8n-coco] [--grids 1,2,3] [--frames 24] [--batch 8]
+    python bench/tiling.py --quick   # 8 frames per grid
 
 Per grid (1 = the whole frame only, the baseline), in one process with the same loaded model:
 ``ms_per_frame`` for a 1920x1080 camera frame (the bundled street scene scaled up) in batches of
@@ -64,13 +65,16 @@ def timing(model_name: str, grid: int, frames: int, batch: int) -> float:
     return 1000.0 * elapsed / done
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="yolov8n-coco")
     p.add_argument("--grids", default="1,2,3")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--batch", type=int, default=8)
-    args = p.parse_args()
+    p.add_argument("--quick", action="store_true", help="a short run: --frames 8")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.frames = min(args.frames, 8)
     grids = [int(g) for g in args.grids.split(",")]
     stills = sorted(STILLS.glob("*.jpg"))
     rows = []
