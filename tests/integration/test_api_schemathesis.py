@@ -66,6 +66,8 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+# the fuzzer's time cap, its subprocess's 120 s beyond it, and the live API's start-up (pytest-timeout)
+@pytest.mark.timeout(int(MAX_TIME_S) + 300)
 def test_no_server_error_and_no_schema_violation(live_api: str, tmp_path: Path) -> None:
     """The schemathesis CLI (its pytest plugin does not load on this pytest) over every operation."""
     st = Path(sys.executable).with_name("st")
