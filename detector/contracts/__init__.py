@@ -1,5 +1,10 @@
 """What the detector shares with the API and ``training/``: the data shapes and messages both sides read.
 
 ``detections`` (the one representation of detections), ``manifest`` (``models/manifest.yaml``),
-``events`` (the violation event v1: ids, builder, validators) and the JSON Schemas beside them.
+``events`` (the violation event v1: ids, builder, validators), ``recheck`` (the camera re-check: topics,
+builders, validators), ``schemas`` (the JSON Schemas beside this file and their ``date-time`` rule),
+``ultralytics_env`` (ultralytics kept offline), ``errors`` (``DetectorError``, the detector's error root).
+
+A leaf: nothing here imports the rest of ``detector/`` (``lint-imports``, README "Layout"), so the API
+and training import it without the pipeline, torch or OpenCV.
 """
