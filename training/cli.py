@@ -14,12 +14,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from detector.contracts.artifacts import verified_path
 from detector.contracts.manifest import (
     ManifestError,
     ModelEntry,
     load_manifest,
     models_dir,
-    resolve_path,
     verify_sha256,
 )
 from detector.contracts.ultralytics_env import OfflineSetupError
@@ -109,6 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("ref", help="name (always its highest version) or name@version (pinned)")
     pr.add_argument("--backend", choices=["ultralytics", "onnx", "openvino"], default=None)
     pr.add_argument("--precision", choices=["fp32", "int8"], default=None)
+    rh = msub.add_parser(
+        "rehash",
+        help="record the sha256 of a model's export files as they are now (only for files you trust)",
+    )
+    rh.add_argument("refs", nargs="+", metavar="ref", help="name (its highest version) or name@version")
     msub.add_parser(
         "tune", help="measure a model's exports on this CPU, cache the fastest (`citywatch models tune`)"
     )
@@ -163,7 +168,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
     entry, path = _resolve_model(a.model)
     if entry is not None and a.kind != "pt":
-        path = resolve_path(entry, a.kind, "int8" if a.int8 else "fp32")
+        path, _ = verified_path(entry, a.kind, "int8" if a.int8 else "fp32")
     elif a.int8:
         raise EvalError("--int8 picks a manifest model's INT8 export; with a file, pass the INT8 file itself")
     spec = load_dataset(a.data)
@@ -224,6 +229,9 @@ def _cmd_models(a: argparse.Namespace) -> int:
         print(registry.list_table(load_manifest(missing_ok=True)))
     elif a.models_command == "show":
         print(registry.show(a.ref), end="")
+    elif a.models_command == "rehash":
+        for ref in registry.rehash(a.refs):
+            print(f"{ref}: recorded the sha256 of its export files in the manifest")
     else:
         entry = registry.promote(a.ref, backend=a.backend, precision=a.precision)
         print(f"default model is now {a.ref} ({entry.ref}, {entry.backend}/{entry.precision})")

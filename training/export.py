@@ -18,6 +18,10 @@ INT8 calibrates on our own dataset only (``--data``; ultralytics would otherwise
 spaced sample of the calibration split. ONNX INT8 is ONNX Runtime static quantisation (QDQ, head kept in
 float). OpenVINO INT8 is that same QDQ model converted by OpenVINO, which runs QDQ convolutions as INT8, so
 no NNCF is needed.
+
+The metadata an export records (ONNX ``metadata_props``; an OpenVINO folder's ``metadata.yaml`` and the
+``.xml`` run-time info) is cleared of this machine's folders (the temporary work folder, the checkout), so an
+export committed with the repository names no machine path.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from __future__ import annotations
 import ast
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from detector.contracts.manifest import REPO_ROOT
 from training.dataset import DatasetSpec
 from training.errors import ExportError
 from training.runtime import yolo
@@ -91,6 +97,30 @@ def _onnx_metadata(onnx_file: Path) -> dict[str, Any]:
     return meta
 
 
+def scrub_paths(out: Path, prefixes: Sequence[str]) -> None:
+    """Remove each of ``prefixes`` (folders, ending in ``/``) from the metadata of the export ``out``."""
+
+    def clean(text: str) -> str:
+        for prefix in prefixes:
+            text = text.replace(prefix, "")
+        return text
+
+    if out.suffix == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(out))
+        props = [p for p in proto.metadata_props if clean(p.value) != p.value]
+        for prop in props:
+            prop.value = clean(prop.value)
+        if props:
+            onnx.save(proto, str(out))
+    elif out.is_dir():
+        for f in [out / "metadata.yaml", *sorted(out.glob("*.xml"))]:
+            text = f.read_text(encoding="utf-8") if f.is_file() else ""
+            if clean(text) != text:
+                f.write_text(clean(text), encoding="utf-8")
+
+
 def _qdq_onnx_to_openvino(onnx_file: Path, out_dir: Path) -> Path:
     """Convert a QDQ INT8 ONNX model to OpenVINO IR with the metadata.yaml ultralytics reads back."""
     import openvino as ov
@@ -133,6 +163,7 @@ def export_model(
         raise ExportError(f"{dest} exists already; remove it first to export again")
     with tempfile.TemporaryDirectory(prefix="citywatch-export-") as tmp_s:
         tmp = Path(tmp_s)
+        machine = sorted({f"{tmp}/", f"{tmp.resolve()}/", f"{REPO_ROOT}/"}, key=len, reverse=True)
         work_pt = tmp / f"{stem}.pt"
         shutil.copyfile(pt, work_pt)
         base: dict[str, Any] = {"imgsz": imgsz, "device": "cpu", "dynamic": dynamic, "batch": 1}
@@ -140,9 +171,11 @@ def export_model(
         if int8 and calib is not None:
             data = _calibration_yaml(calib, calib_split, calib_images, tmp)
             onnx_int8 = _run_export(yolo(work_pt), format="onnx", quantize=8, data=str(data), **onnx_args)
+            scrub_paths(onnx_int8, machine)  # before OpenVINO copies the metadata into its run-time info
             out = onnx_int8 if fmt == "onnx" else _qdq_onnx_to_openvino(onnx_int8, tmp / dest.name)
         else:
             out = _run_export(yolo(work_pt), format=fmt, **(onnx_args if fmt == "onnx" else base))
+        scrub_paths(out, machine)
         dest_dir.mkdir(parents=True, exist_ok=True)
         shutil.move(str(out), str(dest))
     return dest

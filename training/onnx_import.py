@@ -152,6 +152,7 @@ def register_import(
 
     import torch
 
+    from detector.contracts.artifacts import export_checksums
     from detector.contracts.manifest import check_name_version, models_dir, sha256_file
     from training.registry import register
 
@@ -168,18 +169,20 @@ def register_import(
     int8 = _is_int8(onnx_path)
     copy = folder / f"{stem}{'-int8' if int8 else ''}.onnx"
     shutil.copyfile(onnx_path, copy)
+    exports = {"onnx_int8" if int8 else "onnx": copy.name}
     entry = ModelEntry.model_validate(
         {
             "name": name,
             "version": version,
             "file": pt.name,
-            "exports": {"onnx_int8" if int8 else "onnx": copy.name},
+            "exports": exports,
             "imgsz": 640,
             "classes": names,
             "rule_labels": rule_labels,
             "backend": "onnx",
             "precision": "int8" if int8 else "fp32",
             "sha256": sha256_file(pt),
+            "checksums": export_checksums(folder, exports),
             "card": f"{stem}.md",
             "created": datetime.now(UTC),
             "licence": licence,

@@ -1,7 +1,8 @@
 """The model folder: model cards, manifest entries, exports, promotion, listing.
 
 Every change to ``manifest.yaml`` happens under an exclusive lock on ``models/.manifest.lock`` (load, change,
-atomic save), so two commands cannot lose each other's entries.
+atomic save), so two commands cannot lose each other's entries. Whatever writes an artefact's entry writes
+its sha256 too (``sha256``, ``checksums``: :mod:`detector.contracts.artifacts`), hashed from the files.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from detector.contracts.artifacts import artifact_checksums, export_checksums, verified_path, verify_entry
 from detector.contracts.manifest import (
+    MANIFEST_NAME,
     REPO_ROOT,
     Backend,
     Manifest,
@@ -23,8 +26,9 @@ from detector.contracts.manifest import (
     Precision,
     load_manifest,
     models_dir,
-    resolve_path,
+    parse_manifest,
     save_manifest,
+    split_ref,
 )
 from training.errors import RegistryError
 
@@ -32,19 +36,25 @@ LOCK_NAME = ".manifest.lock"
 
 
 @contextlib.contextmanager
-def editing_manifest(folder: Path | None = None) -> Iterator[Manifest]:
-    """Lock, load (an empty manifest if none yet), yield for changes, save when the block ends without
-    error."""
-    folder = folder or models_dir()
+def _locked(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / LOCK_NAME).open("a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
-            manifest = load_manifest(folder, missing_ok=True)
-            yield manifest
-            save_manifest(manifest, folder / "manifest.yaml")
+            yield
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def editing_manifest(folder: Path | None = None) -> Iterator[Manifest]:
+    """Lock, load (an empty manifest if none yet), yield for changes, save when the block ends without
+    error."""
+    folder = folder or models_dir()
+    with _locked(folder):
+        manifest = load_manifest(folder, missing_ok=True)
+        yield manifest
+        save_manifest(manifest, folder / MANIFEST_NAME)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -160,6 +170,10 @@ def register(entry: ModelEntry, card: str, folder: Path | None = None) -> ModelE
     missing = [p for p in [entry.file, *entry.exports.values()] if not (folder / p).exists()]
     if missing:
         raise RegistryError(f"cannot register {entry.ref}: missing in {folder}: {', '.join(missing)}")
+    try:
+        verify_entry(entry, folder)  # the files in the folder are the ones the entry's hashes describe
+    except ManifestError as err:
+        raise RegistryError(f"cannot register {entry.ref}: {err}") from err
     with editing_manifest(folder) as manifest:
         try:
             manifest.add(entry)
@@ -170,12 +184,61 @@ def register(entry: ModelEntry, card: str, folder: Path | None = None) -> ModelE
 
 
 def record_export(ref: str, key: str, artifact: Path, folder: Path | None = None) -> ModelEntry:
-    """Add ``key -> artifact`` to the entry's ``exports``."""
+    """Add ``key -> artifact`` to the entry's ``exports`` and the sha256 of its files to ``checksums``."""
     folder = folder or models_dir()
+    rel = artifact.relative_to(folder).as_posix()
+    hashes = artifact_checksums(folder, rel)
     with editing_manifest(folder) as manifest:
         entry = manifest.get(ref)
-        entry.exports[key] = artifact.relative_to(folder).as_posix()
+        old = entry.exports.get(key)
+        entry.checksums = {
+            k: v
+            for k, v in entry.checksums.items()
+            if old is None or not (k == old or k.startswith(f"{old}/"))
+        }
+        entry.exports[key] = rel
+        entry.checksums.update(hashes)
+        ModelEntry.model_validate(entry.model_dump())  # exports and checksums still agree
     return entry
+
+
+def rehash(refs: list[str], folder: Path | None = None) -> list[str]:
+    """Record the sha256 of every file of each entry's exports as the files are now (``checksums``).
+
+    For exports made or replaced by hand, and for a manifest written before ``checksums`` existed: the entries
+    are read as plain YAML, so a manifest that fails validation for want of checksums can be mended. Only run
+    it on files you trust: it makes the detector accept them. Returns the ``name@version`` of each entry.
+    """
+    folder = folder or models_dir()
+    path = folder / MANIFEST_NAME
+    with _locked(folder):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise RegistryError(f"cannot read {path}: {err}") from err
+        entries = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise RegistryError(f"{path}: no `models` list")
+        done = []
+        for ref in refs:
+            name, version = split_ref(ref)
+            found = [
+                e
+                for e in entries
+                if isinstance(e, dict) and e.get("name") == name and version in (None, str(e.get("version")))
+            ]
+            if not found:
+                raise RegistryError(f"{path}: no model {ref!r}")
+            e = max(
+                found, key=lambda f: [int(p) if p.isdigit() else -1 for p in str(f.get("version")).split(".")]
+            )
+            try:
+                e["checksums"] = export_checksums(folder, e.get("exports") or {})
+            except ManifestError as err:
+                raise RegistryError(f"{ref}: {err}") from err
+            done.append(f"{name}@{e.get('version')}")
+        save_manifest(parse_manifest(data, path), path)
+    return done
 
 
 def promote(ref: str, backend: Backend | None = None, precision: Precision | None = None) -> ModelEntry:
@@ -187,7 +250,7 @@ def promote(ref: str, backend: Backend | None = None, precision: Precision | Non
         if precision is not None:
             entry.precision = precision
         try:
-            resolve_path(entry)  # the artifact the detector will load must exist
+            verified_path(entry)  # the artifact the detector will load must exist and match its sha256
         except ManifestError as err:
             raise RegistryError(f"not promoting {entry.ref}: {err}") from err
         manifest.default = ref

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from detector.contracts.artifacts import export_checksums
 from detector.contracts.manifest import (
     REPO_ROOT,
     ManifestError,
@@ -268,11 +269,12 @@ def _entry(
     pt: Path,
     train_args: dict[str, Any],
 ) -> ModelEntry:
+    exports = {"onnx": artifact_name(stem, "onnx", False)}
     return ModelEntry(
         name=opts.name,
         version=opts.version,
         file=pt.name,
-        exports={"onnx": artifact_name(stem, "onnx", False)},
+        exports=exports,
         imgsz=imgsz,
         classes=spec.names,
         rule_labels=spec.rule_labels,
@@ -281,6 +283,7 @@ def _entry(
         metrics=metrics,
         data_hash=data_hash,
         sha256=sha256_file(pt),
+        checksums=export_checksums(pt.parent, exports),  # the staged files, moved unchanged into models/
         card=f"{stem}.md",
         created=datetime.now(UTC).replace(microsecond=0),
         train_args=train_args,

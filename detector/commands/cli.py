@@ -37,8 +37,9 @@ data team
   synth flight --out DIR [--variant]
                             render a synthetic drone flight (mp4 + DJI .SRT + truth)
   train | eval | export     train, evaluate and export models (offline, ultralytics)
-  models list|show|promote|tune
-                            the model registry in models/manifest.yaml; tune: measure a
+  models list|show|promote|rehash|tune
+                            the model registry in models/manifest.yaml; rehash: record the
+                            sha256 of a model's exports as they are; tune: measure a
                             model's exports on this CPU and cache the fastest
   eval-clips EXPECTATIONS.yaml [--json] [--config FILE] [--evidence-dir DIR]
                             real clips and stills against written expectations: false and missed cases

@@ -1,6 +1,7 @@
 """What the detector shares with the API and ``training/``: the data shapes and messages both sides read.
 
 ``detections`` (the one representation of detections), ``manifest`` (``models/manifest.yaml``),
+``artifacts`` (the sha256 of the manifest's files, checked when one is loaded),
 ``events`` (the violation event v1: ids, builder, validators), ``recheck`` (the camera re-check: topics,
 builders, validators), ``schemas`` (the JSON Schemas beside this file and their ``date-time`` rule),
 ``ultralytics_env`` (ultralytics kept offline), ``errors`` (``DetectorError``, the detector's error root).

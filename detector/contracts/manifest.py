@@ -4,6 +4,8 @@ Read by the detector at run time, written by ``training/``. This module must sta
 ultralytics. The models folder is the repository's ``models/`` unless ``CITYWATCH_MODELS_DIR`` names another.
 
 ``default`` names the promoted model either as ``name`` (its highest version) or as ``name@version``.
+Every artefact has its sha256: ``sha256`` for the .pt, ``checksums`` for each file of each export (checked
+at load by :mod:`detector.contracts.artifacts`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ def _check_relative(value: str) -> str:
     return value
 
 
+def _inside(path: str, export: str) -> bool:
+    """``path`` is the export file itself or a file in the export folder."""
+    return path == export or path.startswith(f"{export}/")
+
+
 class ViewMetrics(BaseModel):
     """Metrics on one viewpoint's test split (e.g. street cameras, drones)."""
 
@@ -104,6 +111,10 @@ class ModelEntry(BaseModel):
     licence: str | None = Field(default=None, description="licence of the weights (SPDX id), when not ours")
     source: str | None = Field(default=None, description="where weights brought in from elsewhere came from")
     sha256: str = Field(description="sha256 of `file`")
+    checksums: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256 of every file of every export, by path in models/ (a folder's files one by one)",
+    )
     card: str = Field(description="model card (markdown), relative to the models folder")
     created: AwareDatetime
     train_args: dict[str, Any] | None = Field(
@@ -138,6 +149,15 @@ class ModelEntry(BaseModel):
     def _relative(cls, v: str) -> str:
         return _check_relative(v)
 
+    @field_validator("checksums")
+    @classmethod
+    def _checksums(cls, v: dict[str, str]) -> dict[str, str]:
+        for path, digest in v.items():
+            _check_relative(path)
+            if not _SHA_RE.match(digest):
+                raise ValueError(f"checksum of {path}: must be 64 lower-case hex digits (a sha256)")
+        return v
+
     @field_validator("exports")
     @classmethod
     def _exports(cls, v: dict[str, str]) -> dict[str, str]:
@@ -154,6 +174,16 @@ class ModelEntry(BaseModel):
         unknown = sorted(set(self.rule_labels) - set(self.classes))
         if unknown:
             raise ValueError(f"rule_labels maps names that are not classes: {unknown}")
+        fix = (
+            f"run `citywatch models rehash {self.ref}` to record the files as they are now (only files you "
+            "trust), or export them again with `citywatch export`"
+        )
+        bare = [k for k, p in self.exports.items() if not any(_inside(c, p) for c in self.checksums)]
+        if bare:
+            raise ValueError(f"{self.ref}: exports {bare} have no sha256 in `checksums`; {fix}")
+        stray = sorted(c for c in self.checksums if not any(_inside(c, p) for p in self.exports.values()))
+        if stray:
+            raise ValueError(f"{self.ref}: `checksums` lists files of no export: {stray}; {fix}")
         return self
 
     @property
@@ -312,9 +342,7 @@ def save_manifest(manifest: Manifest, path: str | Path | None = None) -> Path:
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".yaml", dir=p.parent)
     try:
-        os.fchmod(
-            fd, 0o644
-        )  # mkstemp creates 0600; the manifest is read by other users (the detector service)
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; the manifest is read by other users (the detector)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

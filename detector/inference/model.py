@@ -3,7 +3,8 @@
 The backend of a manifest model is, in this order: the config's ``model.backend``; else the winner in
 this host's tune cache (``citywatch models tune``); else, with ``model.tune: auto``, the winner of a
 quick measurement at start-up (written to the cache); else the manifest's backend. The log says which,
-and why.
+and why. A manifest model's files are checked against their sha256 in the manifest before they are
+loaded (:mod:`detector.contracts.artifacts`); a mismatch refuses the load.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detector.config.model import ModelConfig
+from detector.contracts.artifacts import path_digest, verified_path
 from detector.contracts.errors import DetectorError
-from detector.contracts.manifest import ManifestError, ModelEntry, load_manifest, resolve_path, sha256_file
+from detector.contracts.manifest import ManifestError, ModelEntry, load_manifest
 from detector.inference import InferenceBackend, load_backend
 from detector.inference.tiling import TiledBackend
 from detector.pipeline import ModelInfo
@@ -143,8 +145,7 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
         backend = load_backend(kind, path, None, cfg.imgsz, cfg.conf, cfg.iou, threads)
         names = tuple(backend.class_names)
         labels = {n: KNOWN_RULE_LABELS[n] for n in names if n in KNOWN_RULE_LABELS}
-        sha = sha256_file(path) if path.is_file() else None
-        info = ModelInfo(path.stem, "0.0.0", sha, names, labels)
+        info = ModelInfo(path.stem, "0.0.0", path_digest(path), names, labels)
         backend.class_groups = label_groups(names, labels)
         why = "model.backend in the config" if cfg.backend else f"the file type of model.path ({path.name})"
         log.info("model %s (%s) from %s: %s", path.stem, kind, path, why)
@@ -152,13 +153,14 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
     try:
         entry = load_manifest().get(cfg.name)
         choice = choose_backend(entry, cfg, threads)
-        path = resolve_path(entry, choice.kind, choice.precision)  # type: ignore[arg-type]
+        path, digest = verified_path(entry, choice.kind, choice.precision)  # type: ignore[arg-type]
     except ManifestError as err:
         raise ModelResolveError(str(err)) from err
     backend = load_backend(
         choice.kind, path, entry.classes, cfg.imgsz or entry.imgsz, cfg.conf, cfg.iou, threads
     )
-    info = ModelInfo(entry.name, entry.version, entry.sha256, tuple(entry.classes), dict(entry.rule_labels))
+    # the events name what was loaded: the sha256 of the export file, or of an export folder's listing
+    info = ModelInfo(entry.name, entry.version, digest, tuple(entry.classes), dict(entry.rule_labels))
     backend.class_groups = label_groups(info.class_names, info.rule_labels)
     log.info("model %s: %s %s from %s: %s", entry.ref, choice.kind, choice.precision, path, choice.why)
     return LoadedModel(_tiled(backend, cfg), info, path, choice.kind, choice.precision, choice.why)

@@ -4,8 +4,8 @@ Every export the manifest lists for the model is a candidate (ONNX fp32 and INT8
 the .pt through ultralytics only when there is no export): only what the data team registered and
 evaluated can win, which is the accuracy guard. Each candidate runs a fixed number of frames (by default
 16 warm-up, then 48 timed at batch 1 and 48 at the configured batch) on a real street still cropped to
-16:9 (``$CITYWATCH_TUNE_IMAGE``, else ``/work/shared/realworld/images/bus.jpg``; a synthetic frame when
-neither exists), so a dynamic-shape export runs the 640x384 rectangle a camera frame runs. The winner
+16:9 (``$CITYWATCH_TUNE_IMAGE``, else the checkout's ``tests/realworld/images/bus.jpg``; a synthetic frame
+when neither exists), so a dynamic-shape export runs the 640x384 rectangle a camera frame runs. The winner
 has the most frames/s at the configured batch. Results go to the per-host tune cache
 (``detector.inference.tune_cache``), which ``detector.inference.model`` reads when ``model.backend`` is not
 set.
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from detector.contracts.manifest import ManifestError, ModelEntry, load_manifest
+from detector.contracts.artifacts import verify_artifact
+from detector.contracts.manifest import REPO_ROOT, ManifestError, ModelEntry, load_manifest
 from detector.inference.tune_cache import (
     EXPORT_KINDS,
     HostInfo,
@@ -46,7 +47,7 @@ from detector.inference.tune_cache import (
 log = logging.getLogger(__name__)
 
 TUNE_IMAGE_ENV = "CITYWATCH_TUNE_IMAGE"
-DEFAULT_IMAGE = Path("/work/shared/realworld/images/bus.jpg")
+DEFAULT_IMAGE = REPO_ROOT / "tests" / "realworld" / "images" / "bus.jpg"
 FRAME_SIZE = (1280, 720)  # a 16:9 camera frame
 
 Image = npt.NDArray[np.uint8]
@@ -128,12 +129,13 @@ def measure(
         kind, _ = EXPORT_KINDS[key]
         path = entry.models_dir / (entry.file if key == "pt" else entry.exports[key])
         try:
+            verify_artifact(entry, path)  # a file that is not the one registered is neither measured nor run
             backend = load_backend(kind, path, entry.classes, entry.imgsz, 0.25, 0.5, threads)
             for _ in range(budget.warmup):
                 backend.infer([frame])
             fps[key] = {f"batch{b}": round(_fps(backend.infer, frame, b, budget.timed), 2) for b in sizes}
             backend.close()
-        except InferenceError as err:
+        except (InferenceError, ManifestError) as err:
             errors[key] = str(err)
             log.warning("tune %s: %s failed: %s", entry.ref, key, err)
             continue

@@ -34,7 +34,8 @@ def resolve_model(
     imgsz: int | None,
 ) -> tuple[ModelSpec, dict[str, str]]:
     """A manifest name (None: the default model) or a model file -> spec and its class -> rule label map."""
-    from detector.contracts.manifest import ManifestError, load_manifest, resolve_path, sha256_file
+    from detector.contracts.artifacts import path_digest, verified_path
+    from detector.contracts.manifest import ManifestError, load_manifest
 
     if ref is not None and Path(ref).exists():
         p = Path(ref)
@@ -50,12 +51,12 @@ def resolve_model(
             tile=tile,
             overlap=overlap,
             name=p.stem,
-            sha256=sha256_file(p) if p.is_file() else None,
+            sha256=path_digest(p),
         ), labels
     try:
         entry = load_manifest().get(ref)
         kind = backend or entry.backend
-        path = resolve_path(entry, kind)  # type: ignore[arg-type]
+        path, digest = verified_path(entry, kind)  # type: ignore[arg-type]
     except ManifestError as exc:
         raise SurveyError(f"model {ref or '(default)'}: {exc}") from exc
     spec = ModelSpec(
@@ -69,7 +70,7 @@ def resolve_model(
         overlap=overlap,
         name=entry.name,
         version=entry.version,
-        sha256=entry.sha256,
+        sha256=digest,  # what was loaded: the export file's sha256, or an export folder's listing's
     )
     return spec, dict(entry.rule_labels)
 

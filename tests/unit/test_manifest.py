@@ -24,6 +24,7 @@ from detector.contracts.manifest import (
 )
 
 WEIGHTS = b"not really weights"
+EXPORT = b"onnx"
 
 
 def entry(name: str = "citywatch-synth", version: str = "1.0.0", **over: Any) -> dict[str, Any]:
@@ -47,6 +48,7 @@ def entry(name: str = "citywatch-synth", version: str = "1.0.0", **over: Any) ->
         "metrics": {"map50": 0.9, "per_class": {"vehicle": 0.95, "stall": 0.9}},
         "data_hash": "a" * 64,
         "sha256": hashlib.sha256(WEIGHTS).hexdigest(),
+        "checksums": {f"{stem}.onnx": hashlib.sha256(EXPORT).hexdigest()},
         "card": f"{stem}.md",
         "created": "2026-11-27T10:00:00+00:00",
     }
@@ -66,7 +68,7 @@ def write(folder: Path, data: Any, files: bool = True) -> Path:
         for e in data.get("models", []):
             (folder / e["file"]).write_bytes(WEIGHTS)
             for rel in e.get("exports", {}).values():
-                (folder / rel).write_bytes(b"onnx")
+                (folder / rel).write_bytes(EXPORT)
     return p
 
 
@@ -108,6 +110,32 @@ def _with(path: str, value: Any, delete: bool = False) -> dict[str, Any]:
         ),
         pytest.param(
             _with("models.0.rule_labels", {"bus": "vehicle"}), "not classes: ['bus']", id="rule-cls"
+        ),
+        pytest.param(
+            _with("models.0.checksums", {}),
+            "citywatch-synth@1.0.0: exports ['onnx'] have no sha256 in `checksums`; run "
+            "`citywatch models rehash citywatch-synth@1.0.0`",
+            id="export-without-sha",
+        ),
+        pytest.param(
+            _with("models.0.checksums", None, delete=True),
+            "exports ['onnx'] have no sha256",
+            id="no-checksums",
+        ),
+        pytest.param(
+            manifest_data(entry(checksums={**entry()["checksums"], "other.onnx": "c" * 64})),
+            "`checksums` lists files of no export: ['other.onnx']",
+            id="checksum-of-no-export",
+        ),
+        pytest.param(
+            manifest_data(entry(checksums={"citywatch-synth-1.0.0.onnx": "C" * 64})),
+            "checksum of citywatch-synth-1.0.0.onnx: must be 64 lower-case hex",
+            id="bad-checksum",
+        ),
+        pytest.param(
+            _with("models.0.exports.openvino", "citywatch-synth-1.0.0_openvino_model"),
+            "exports ['openvino'] have no sha256",
+            id="folder-export-without-sha",
         ),
         pytest.param(_with("models.0.rule_labels", {"stall": "stall"}), "rule_labels.stall", id="rule-label"),
         pytest.param(_with("models.0.created", "2026-11-27T10:00:00"), "models.0.created", id="naive-time"),
@@ -223,6 +251,7 @@ def test_save_roundtrip_is_atomic_and_readable(tmp_path: Path) -> None:
     p = write(tmp_path, manifest_data())
     m = load_manifest(p)
     m.get(None).exports["openvino"] = "citywatch-synth-1.0.0_openvino_model"
+    m.get(None).checksums["citywatch-synth-1.0.0_openvino_model/m.xml"] = "c" * 64
     save_manifest(m)
     again = load_manifest(p)
     assert again == m
