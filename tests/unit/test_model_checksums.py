@@ -19,7 +19,7 @@ import yaml
 
 from detector.contracts import artifacts
 from detector.contracts.artifacts import export_checksums, listing_digest, verified_path, verify_artifact
-from detector.contracts.manifest import REPO_ROOT, ManifestError, ModelEntry, load_manifest
+from detector.contracts.manifest import REPO_ROOT, ManifestError, ModelEntry, load_manifest, sha256_file
 
 OV = "m-1.0.0_openvino_model"
 FILES = {
@@ -144,8 +144,12 @@ def test_a_check_is_remembered_until_the_file_changes(
 ) -> None:
     entry = load_manifest(write_models(tmp_path)).get("m")
     hashed: list[str] = []
-    real = artifacts.sha256_file
-    monkeypatch.setattr(artifacts, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+
+    def counting(path: Path) -> str:
+        hashed.append(path.name)
+        return sha256_file(path)
+
+    monkeypatch.setattr(artifacts, "sha256_file", counting)
     first = verify_artifact(entry, tmp_path / OV)
     assert sorted(hashed) == ["m-1.0.0.bin", "m-1.0.0.xml", "metadata.yaml"]
     assert verify_artifact(entry, tmp_path / OV) == first
@@ -199,7 +203,7 @@ def test_load_model_refuses_an_export_that_is_not_the_registered_one(real_export
         manifest.write_text(yaml.safe_dump(data))
     if case == "good":
         loaded = load_model(cfg, threads=1)
-        listing = {p.name: artifacts.sha256_file(p) for p in real_export.iterdir()}
+        listing = {p.name: sha256_file(p) for p in real_export.iterdir()}
         assert loaded.info.sha256 == listing_digest(listing)  # the events name the export that was loaded
         assert loaded.info.as_event()["sha256"] != load_manifest().get(None).sha256
         loaded.backend.close()
@@ -210,7 +214,7 @@ def test_load_model_refuses_an_export_that_is_not_the_registered_one(real_export
     if case == "bin-byte":
         name = next(real_export.glob("*.bin")).name
         expected = load_manifest().get(None).checksums[f"{real_export.name}/{name}"]
-        actual = artifacts.sha256_file(next(real_export.glob("*.bin")))
+        actual = sha256_file(next(real_export.glob("*.bin")))
         assert f"{real_export.name}/{name}: sha256 {actual}, the manifest says {expected}" in text
         assert "citywatch models rehash citywatch-synth@1.1.0" in text
     else:
