@@ -14,11 +14,12 @@ from tests.mosquitto import account
 
 @pytest.fixture(scope="session")
 def default_model_ready() -> None:
-    from detector.contracts.manifest import ManifestError, load_manifest, resolve_path
+    from detector.contracts.artifacts import verified_path
+    from detector.contracts.manifest import ManifestError, load_manifest
 
     try:
         entry = load_manifest().get(None)
-        resolve_path(entry)
+        verified_path(entry)  # present and the files the manifest lists
     except ManifestError as err:
         pytest.fail(f"the default model is not usable: {err}")
 

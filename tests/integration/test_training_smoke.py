@@ -157,6 +157,14 @@ def test_train_eval_export_register(
     ov_dir = resolve_path(load_manifest(models).get("smoke"), "openvino", "int8")
     assert ov_dir == models / "smoke-0.0.1_int8_openvino_model"
     assert (ov_dir / "smoke-0.0.1_int8.xml").is_file() and (ov_dir / "metadata.yaml").is_file()
+    listed = load_manifest(models).get("smoke").checksums  # every file of every export, hashed
+    assert sorted(listed) == sorted(
+        [f"{ov_dir.name}/{p.name}" for p in ov_dir.iterdir()] + ["smoke-0.0.1.onnx", "smoke-0.0.1_int8.onnx"]
+    )
+    assert all(listed[f"{ov_dir.name}/{p.name}"] == sha256_file(p) for p in ov_dir.iterdir())
+    for text in ((ov_dir / "metadata.yaml").read_text(), (ov_dir / "smoke-0.0.1_int8.xml").read_text()):
+        assert "citywatch-export-" not in text  # the temporary work folder is not recorded
+        assert "calibration.yaml" in text
     capsys.readouterr()
     assert main(["eval", "smoke", "--data", str(data), "--kind", "openvino", "--int8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == str(ov_dir)
