@@ -14,13 +14,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from detector.contracts.artifacts import verified_path
+from detector.contracts.artifacts import verified_path, verify_sha256
 from detector.contracts.manifest import (
     ManifestError,
     ModelEntry,
     load_manifest,
     models_dir,
-    verify_sha256,
 )
 from detector.contracts.ultralytics_env import OfflineSetupError
 from training.errors import EvalError, TrainingError

@@ -146,6 +146,13 @@ def verify_artifact(entry: ModelEntry, path: Path, folder: Path | None = None) -
     return digest
 
 
+def verify_sha256(entry: ModelEntry) -> Path:
+    """Check the .pt file against the manifest's ``sha256``; returns its path or raises ManifestError."""
+    path = entry.models_dir / entry.file
+    verify_artifact(entry, path)
+    return path
+
+
 def verified_path(
     entry: ModelEntry, kind: ArtifactKind | None = None, precision: Precision | None = None
 ) -> tuple[Path, str]:
@@ -175,4 +182,5 @@ __all__ = [
     "verified_path",
     "verify_artifact",
     "verify_entry",
+    "verify_sha256",
 ]

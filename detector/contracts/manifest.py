@@ -395,17 +395,3 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def verify_sha256(entry: ModelEntry) -> Path:
-    """Check the .pt file against the manifest's sha256; returns its path or raises ManifestError."""
-    p = entry.models_dir / entry.file
-    if not p.is_file():
-        raise ManifestError(f"{entry.ref}: model file {p} is missing")
-    actual = sha256_file(p)
-    if actual != entry.sha256:
-        raise ManifestError(
-            f"{entry.ref}: {p} has sha256 {actual}, the manifest says {entry.sha256}; "
-            "the file was changed or replaced: re-register it or restore the original"
-        )
-    return p

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from detector.contracts.manifest import load_manifest, resolve_path, sha256_file, verify_sha256
+from detector.contracts.artifacts import verify_sha256
+from detector.contracts.manifest import load_manifest, resolve_path, sha256_file
 from detector.contracts.ultralytics_env import prepare_offline
 
 pytestmark = pytest.mark.slow

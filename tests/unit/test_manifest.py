@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from detector.contracts.artifacts import verify_sha256
 from detector.contracts.manifest import (
     REPO_ROOT,
     Manifest,
@@ -20,7 +21,6 @@ from detector.contracts.manifest import (
     load_manifest,
     resolve_path,
     save_manifest,
-    verify_sha256,
 )
 
 WEIGHTS = b"not really weights"
@@ -180,8 +180,8 @@ def test_env_overrides_models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ("case", "expected"),
     [
         ("ok", None),
-        ("changed", "has sha256"),
-        ("missing", "is missing"),
+        ("changed", r"citywatch-synth-1\.0\.0\.pt: sha256 [0-9a-f]{64}, the manifest says [0-9a-f]{64}"),
+        ("missing", "is listed in the manifest but missing"),
     ],
 )
 def test_verify_sha256(tmp_path: Path, case: str, expected: str | None) -> None:
