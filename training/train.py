@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,6 +208,7 @@ def run_training(opts: TrainOptions) -> ModelEntry:
     stage.mkdir(parents=True)
     pt = stage / f"{stem}.pt"
     shutil.copyfile(best, pt)
+    scrub_checkpoint(pt, [REPO_ROOT])  # released weights name paths relative to the checkout
 
     model = yolo(pt)
     ckpt_args = _plain(dict((model.ckpt or {}).get("train_args", {})))
@@ -288,6 +290,31 @@ def _entry(
         created=datetime.now(UTC).replace(microsecond=0),
         train_args=train_args,
     )
+
+
+def scrub_checkpoint(pt: Path, roots: Sequence[Path]) -> None:
+    """Rewrite the checkpoint ``pt`` with each of ``roots`` taken off the paths ultralytics records in it
+    (``train_args``, ``git``, the model's ``args``, ``yaml`` and ``pt_path``); a root itself becomes ``.``."""
+    import torch
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, str):
+            for root in roots:
+                value = "." if value == str(root) else value.replace(f"{root}/", "")
+            return value
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(strip(v) for v in value)
+        return value
+
+    ckpt = torch.load(pt, map_location="cpu", weights_only=False)
+    ckpt = {k: v if k in ("model", "ema", "optimizer") else strip(v) for k, v in ckpt.items()}
+    for net in (ckpt.get("model"), ckpt.get("ema")):
+        for attr in ("args", "yaml", "pt_path"):
+            if net is not None and hasattr(net, attr):
+                setattr(net, attr, strip(getattr(net, attr)))
+    torch.save(ckpt, pt)
 
 
 def _ultralytics_version() -> str:

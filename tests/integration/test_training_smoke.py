@@ -7,6 +7,7 @@ look-up in this process raises, so anything that tries to download fails the tes
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,16 @@ def test_train_eval_export_register(
     from ultralytics.models.yolo import YOLO
 
     assert list(YOLO(str(pt)).names.values()) == CLASSES
+
+    from training.train import scrub_checkpoint
+
+    # the run lived in tmp_path, so here tmp_path plays the checkout: the released weights forget it
+    released = tmp_path / "released.pt"
+    shutil.copyfile(pt, released)
+    assert str(tmp_path).encode() in released.read_bytes()
+    scrub_checkpoint(released, [tmp_path])
+    assert str(tmp_path).encode() not in released.read_bytes()
+    assert list(YOLO(str(released)).names.values()) == CLASSES
 
     capsys.readouterr()
     assert main(["eval", "smoke", "--data", str(data), "--split", "test_drone", "--json"]) == 0

@@ -13,9 +13,11 @@ git does):
   and passes;
 - except the lines of :data:`ALLOWED`, each with the exact text it may hold and why.
 
-Binary model files (``.pt``, ``.onnx``, ``.bin``) are not read: the .pt and ONNX files trained before this
-rule keep ultralytics' training arguments inside them; ``training/export.py`` clears machine folders from
-new exports' metadata (tested below).
+Binary model files (``.pt``, ``.onnx``, ``.bin``) are not read: the .pt and ONNX files released before this
+rule keep ultralytics' absolute training paths inside them (rewriting them would change the weights'
+sha256, their identity). New ones come out clean: ``citywatch train`` strips the checkout from the released
+checkpoint (``training.train.scrub_checkpoint``, tested in ``tests/integration/test_training_smoke.py``) and
+``training/export.py`` the work folder and the checkout from an export's metadata (tested below).
 """
 
 from __future__ import annotations
