@@ -13,11 +13,13 @@ git does):
   and passes;
 - except the lines of :data:`ALLOWED`, each with the exact text it may hold and why.
 
-Binary model files (``.pt``, ``.onnx``, ``.bin``) are not read: the .pt and ONNX files released before this
-rule keep ultralytics' absolute training paths inside them (rewriting them would change the weights'
-sha256, their identity). New ones come out clean: ``citywatch train`` strips the checkout from the released
+Binary model files (``.pt``, ``.onnx``, ``.bin`` under ``models/``) are searched as bytes for the same
+machine roots (:func:`test_no_model_file_names_a_machine_path`): ultralytics records its training paths
+inside a checkpoint and an export's metadata. ``citywatch train`` strips the checkout from the released
 checkpoint (``training.train.scrub_checkpoint``, tested in ``tests/integration/test_training_smoke.py``) and
-``training/export.py`` the work folder and the checkout from an export's metadata (tested below).
+``training/export.py`` the work folder and the checkout from an export's metadata (tested below); the
+citywatch-synth weights released before the rule were put through the same two functions (detections
+unchanged, their sha256 re-recorded in the manifest and the cards).
 """
 
 from __future__ import annotations
@@ -164,3 +166,23 @@ def test_exports_forget_the_machine_folders(tmp_path: Path) -> None:
         folder / "m.xml"
     ).read_text() == "<rt_info><args value=\"{'data': 'calibration.yaml'}\" /></rt_info>"
     assert (folder / "m.bin").read_bytes() == b"\0weights"
+
+
+_ROOT_BYTES = re.compile(rb"(?<![\w.~$/-])/(?:" + "|".join(ROOTS).encode() + rb")/[\x21-\x7e]{0,80}")
+
+
+def test_no_model_file_names_a_machine_path() -> None:
+    own = [p.encode() for p in _own_paths()]
+    found: list[str] = []
+    for path in sorted((REPO_ROOT / "models").rglob("*")):
+        if path.suffix not in (".pt", ".onnx", ".bin") or not path.is_file():
+            continue
+        data = path.read_bytes()
+        hits = [m.group(0) for m in _ROOT_BYTES.finditer(data)] + [p for p in own if p in data]
+        if hits:
+            shown = ", ".join(sorted({h[:60].decode("ascii", "replace") for h in hits})[:3])
+            found.append(f"{path.relative_to(REPO_ROOT)}: {shown}")
+    assert not found, (
+        "machine paths inside model files (training.train.scrub_checkpoint / training.export."
+        + ("scrub_paths):\n" + "\n".join(found))
+    )
