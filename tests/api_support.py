@@ -1,10 +1,12 @@
-"""Helpers for the case API's tests (and for trying the API by hand): test credentials, a clock
-that tests move, databases on SQLite or PostgreSQL, and settings that use them.
+"""Helpers for the case API's tests: test credentials, a clock that tests move, databases on SQLite or
+PostgreSQL, and settings that use them. Test support only (it imports pytest), so it lives in the tests
+tree, not in the shipped ``api`` package.
 
 The fixtures ``db_url`` (every test on both backends: a new SQLite file, or this module's
 PostgreSQL database emptied) and ``module_pg`` are imported into a test module to be used there;
 ``module_pg`` relies on the suite's ``pg_url`` fixture (tests/conftest.py) to skip without PostgreSQL.
-Only tests import this module (it imports pytest).
+In tests/unit, importing them replaces the SQLite-only ``db_url`` of tests/unit/conftest.py, so the
+shared ``app`` and ``client`` fixtures run that module's tests on both backends.
 """
 
 from __future__ import annotations

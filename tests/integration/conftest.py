@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from api.core.config import Settings
 from api.main import create_app
-from api.testing import TEST_KEYS
+from tests.api_support import TEST_KEYS
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -20,7 +20,7 @@ from api.core.migrate import alembic_config, current_revision, head_revision, ru
 from api.ingest.sample import encode, new_violation_id, sample_event
 from api.ingest.service import IngestOutcome, ingest_event
 from api.models import Base, Case, CaseEvent, DeadLetter
-from api.testing import migrated_engine
+from tests.api_support import migrated_engine
 
 PREFIX = "citywatch/v1"
 

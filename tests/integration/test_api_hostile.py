@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from api.core.config import Settings
 from api.ingest.sample import encode, sample_event, sample_jpeg
 from api.models import Case
-from api.testing import auth, key_of
+from tests.api_support import auth, key_of
 
 pytestmark = pytest.mark.mqtt
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from api.testing import TEST_KEYS, key_of
+from tests.api_support import TEST_KEYS, key_of
 from tests.live_api import live_api as start_api
 
 civicbot = pytest.importorskip("civicbot", reason="pip install civicbot (dev extra)")

@@ -23,8 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from api.core.config import Settings
 from api.ingest.sample import encode, sample_event, sample_jpeg
-from api.testing import TEST_KEYS, auth
 from detector.contracts.recheck import command_validator
+from tests.api_support import TEST_KEYS, auth
 
 pytestmark = pytest.mark.mqtt
 Wait = Callable[..., Any]

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from api.ingest.sample import sample_jpeg
-from api.testing import TEST_KEYS, key_of
+from tests.api_support import TEST_KEYS, key_of
 from tests.live_api import live_api as start_api
 
 pytest.importorskip("schemathesis", reason="pip install schemathesis (dev extra)")

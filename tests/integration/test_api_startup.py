@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from api.testing import TEST_KEYS, key_of
+from tests.api_support import TEST_KEYS, key_of
 from tests.live_api import REPO, free_port, live_api
 
 MiB = 1024 * 1024

@@ -22,7 +22,7 @@ from api.ingest.sample import encode, new_violation_id, sample_event, sample_jpe
 from api.ingest.service import ingest_event
 from api.models import Case, CaseEvent, CaseStatus, DeadLetter
 from api.services.routing import RoutingTable
-from api.testing import migrated_engine
+from tests.api_support import migrated_engine
 
 PREFIX = "citywatch/v1"
 

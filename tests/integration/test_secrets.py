@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from api.main import create_app
-from api.testing import TEST_KEYS, key_of, make_settings
 from detector.config import StreamConfig
 from detector.sources.worker import StreamWorker
+from tests.api_support import TEST_KEYS, key_of, make_settings
 
 TOKEN_SECRET = "tok-SECRET-4f1b9c2e7d"
 MQTT_PASSWORD = "mqtt-SECRET-93ac51f0"

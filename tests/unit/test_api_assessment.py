@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +13,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.ingest.sample import sample_event
-from api.main import create_app
 from api.services.assessment import Counts, finish, rank
 from api.services.routing import WeightsConfig
-from api.testing import FakeClock, auth, db_url, ingest_sample, make_settings, module_pg
+from tests.api_support import FakeClock, auth, db_url, ingest_sample, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures
 
@@ -28,22 +25,6 @@ PREFIX = "citywatch/v1"
 def z(text: str) -> datetime:
     """Local time of the bureau (+08:00) given as 'MM-DD HH:MM' in 2026, as an aware UTC datetime."""
     return datetime.fromisoformat(f"2026-{text}:00+08:00").astimezone(UTC)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def app(db_url: str, tmp_path: Path, clock: FakeClock) -> FastAPI:
-    return create_app(make_settings(db_url, tmp_path), clock=clock)
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
 
 
 def case(app: FastAPI, n: int, grid: str) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,9 @@ from api.ingest.sample import encode, sample_event
 from api.ingest.service import ingest_event
 from api.main import create_app
 from api.services.auth import DEV_KEYS, Authenticator, Principal, Role
-from api.testing import FakeClock, auth, key_of, make_settings
+from tests.api_support import auth, key_of, make_settings
 
 PREFIX = "citywatch/v1"
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> FastAPI:
-    return create_app(make_settings(f"sqlite:///{tmp_path / 'a.db'}", tmp_path), clock=FakeClock())
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
 
 
 def camera_case(app: FastAPI, stream: str, grid: str) -> int:

@@ -8,7 +8,8 @@ through ``ingest_event`` so the rows are exactly what the ingest writes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from api.core.config import Settings
 from api.ingest.sample import encode, sample_event, sample_jpeg
 from api.ingest.service import IngestOutcome, ingest_event
 from api.main import create_app
-from api.testing import TEST_KEYS, db_url, module_pg
+from api.models import utcnow
+from tests.api_support import TEST_KEYS, db_url, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures: every test on SQLite and PostgreSQL
 
@@ -28,22 +30,14 @@ PREFIX = "citywatch/v1"
 
 
 @pytest.fixture
-def app(tmp_path: Path, db_url: str) -> FastAPI:
-    """The real app with anonymous reads turned on, on SQLite and PostgreSQL."""
-    settings = Settings(
-        database_url=db_url,
-        evidence_dir=tmp_path / "evidence",
-        ingest_enabled=False,
-        api_keys=list(TEST_KEYS.values()),
-        anonymous_read=True,
-    )
-    return create_app(settings)
+def api_settings_overrides() -> dict[str, Any]:
+    """Anonymous reads turned on, and no fixed token secret (a random one per app)."""
+    return {"anonymous_read": True, "token_secret": None}
 
 
 @pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
+def clock() -> Callable[[], datetime]:
+    return utcnow  # the real clock
 
 
 def add(app: FastAPI, **kwargs: Any) -> int:

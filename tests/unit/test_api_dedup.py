@@ -4,8 +4,6 @@ unclean_road 20 m / 24 h / 14 days). On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,26 +11,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.ingest.sample import sample_event, sample_jpeg
-from api.main import create_app
 from api.services.dedup import haversine_m, iou
-from api.testing import FakeClock, auth, db_url, ingest_sample, make_settings, module_pg
+from tests.api_support import auth, db_url, ingest_sample, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures
 
 PREFIX = "citywatch/v1"
 LAT, LON = 30.6381, 114.3902
 M_PER_DEG_LAT = 111_195.0
-
-
-@pytest.fixture
-def app(db_url: str, tmp_path: Path) -> FastAPI:
-    return create_app(make_settings(db_url, tmp_path), clock=FakeClock())
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
 
 
 def ingest(app: FastAPI, **kwargs: Any) -> int:

@@ -20,7 +20,7 @@ from api.ingest.sample import encode, new_violation_id, sample_event, sample_jpe
 from api.ingest.service import IngestOutcome, IngestResult, ingest_event
 from api.ingest.validation import event_validator
 from api.models import DEAD_LETTER_PAYLOAD_LIMIT, Case, CaseEvent, DeadLetter
-from api.testing import migrated_engine
+from tests.api_support import migrated_engine
 
 PREFIX = "citywatch/v1"
 TOPIC = f"{PREFIX}/violations/cam-001"

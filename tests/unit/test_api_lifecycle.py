@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +14,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.ingest.sample import sample_event, sample_jpeg
-from api.main import create_app
 from api.models import CaseStatus
 from api.services.auth import Role
 from api.services.history import fold
 from api.services.lifecycle import TRANSITIONS, Action
-from api.testing import TEST_KEYS, FakeClock, auth, db_url, ingest_sample, make_settings, module_pg
+from tests.api_support import TEST_KEYS, FakeClock, auth, db_url, ingest_sample, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures
 
@@ -33,22 +30,6 @@ HGC = {
     "road": "和平大道",
     "address": "和平大道 1168 号",
 }
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def app(db_url: str, tmp_path: Path, clock: FakeClock) -> FastAPI:
-    return create_app(make_settings(db_url, tmp_path), clock=clock)
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
 
 
 def camera_case(app: FastAPI, stream: str = "cam-101", **location: Any) -> int:

@@ -18,7 +18,7 @@ from api.core.ingress import is_loopback
 from api.core.ratelimit import Charge, Quota, RateLimiter, client_subject, parse_quota
 from api.errors import ConfigError, EvidenceFullError
 from api.ingest.sample import sample_jpeg
-from api.testing import make_settings
+from tests.api_support import make_settings
 
 MiB = 1024**2
 

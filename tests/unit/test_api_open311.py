@@ -4,8 +4,6 @@ candidates, filters, extensions, filing a request, and Open311's error format.""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,22 +12,10 @@ from fastapi.testclient import TestClient
 
 from api.ingest.sample import encode, sample_event, sample_jpeg
 from api.ingest.service import ingest_event
-from api.main import create_app
-from api.testing import FakeClock, auth, key_of, make_settings
+from tests.api_support import auth, key_of
 
 BASE = "/open311/v2"
 PREFIX = "citywatch/v1"
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> FastAPI:
-    return create_app(make_settings(f"sqlite:///{tmp_path / 'o.db'}", tmp_path), clock=FakeClock())
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
 
 
 def camera(app: FastAPI, n: int, first_seen: str = "2026-02-20T08:00:00+00:00") -> int:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,33 +15,18 @@ from sqlalchemy import select
 
 from api.ingest.sample import encode, sample_event, sample_jpeg
 from api.ingest.service import IngestOutcome, ingest_event
-from api.main import create_app
 from api.models import DeadLetter, RecheckRequest
 from api.services.recheck import RecheckSender
 from api.services.recheck_answers import handle_result
-from api.testing import FakeClock, auth, make_settings
 from detector.contracts.recheck import command_validator
+from tests.api_support import FakeClock, auth
 
 PREFIX = "citywatch/v1"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def app(tmp_path: Path, clock: FakeClock) -> FastAPI:
-    settings = make_settings(
-        f"sqlite:///{tmp_path / 'r.db'}", tmp_path, recheck_retry_s=60, recheck_timeout_s=600
-    )
-    return create_app(settings, clock=clock)
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
+def api_settings_overrides() -> dict[str, Any]:
+    return {"recheck_retry_s": 60, "recheck_timeout_s": 600}
 
 
 def verifying_case(client: TestClient, app: FastAPI, stream: str = "cam-r1") -> int:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.ingest.sample import sample_jpeg
-from api.main import create_app
-from api.testing import FakeClock, auth, make_settings
+from tests.api_support import auth
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 FORM = {
@@ -27,15 +23,8 @@ FORM = {
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> FastAPI:
-    settings = make_settings(f"sqlite:///{tmp_path / 'r.db'}", tmp_path, report_max_photo_bytes=4096)
-    return create_app(settings, clock=FakeClock())
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
+def api_settings_overrides() -> dict[str, Any]:
+    return {"report_max_photo_bytes": 4096}
 
 
 def post(client: TestClient, who: str | None = "public", photo: bytes = sample_jpeg("r"), **form: str) -> Any:

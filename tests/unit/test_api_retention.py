@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from api.ingest.sample import sample_event, sample_jpeg
 from api.main import create_app
 from api.models import DeadLetter
 from api.services.retention import RetentionReport, run_retention
-from api.testing import FakeClock, auth, db_url, ingest_sample, make_settings, module_pg
+from tests.api_support import FakeClock, auth, db_url, ingest_sample, make_settings, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures
 
@@ -32,20 +31,8 @@ DAYS = 365
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def app(db_url: str, tmp_path: Path, clock: FakeClock) -> FastAPI:
-    settings = make_settings(db_url, tmp_path, retention_photo_days=DAYS, retention_dead_letter_days=30)
-    return create_app(settings, clock=clock)
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
+def api_settings_overrides() -> dict[str, Any]:
+    return {"retention_photo_days": DAYS, "retention_dead_letter_days": 30}
 
 
 def act(client: TestClient, who: str, case_id: int, action: str, **kw: Any) -> None:

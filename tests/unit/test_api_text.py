@@ -11,8 +11,6 @@ import hashlib
 import io
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,26 +21,14 @@ from sqlalchemy import select
 from api.core.text import xml_text
 from api.errors import InvalidEventError
 from api.ingest.sample import sample_event, sample_jpeg
-from api.main import create_app
 from api.models import Case, CaseEvent
 from api.services.recheck_answers import parse_result
-from api.testing import FakeClock, auth, db_url, ingest_sample, key_of, make_settings, module_pg
+from tests.api_support import auth, db_url, ingest_sample, key_of, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures
 
 O311 = "/open311/v2"
 PREFIX = "citywatch/v1"
-
-
-@pytest.fixture
-def app(db_url: str, tmp_path: Path) -> FastAPI:
-    return create_app(make_settings(db_url, tmp_path), clock=FakeClock())
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
-        yield c
 
 
 def stored(app: FastAPI, cid: int) -> Case:
