@@ -8,9 +8,10 @@ reaches the model at up to ``n`` times the detail), then merge the two passes:
 * a tile box that touches a tile edge inside the frame is cut off by the tile; it is dropped (the
   overlap puts an object smaller than it whole into a neighbouring tile, and larger objects are the
   whole-frame pass's work);
-* boxes of one class group (car / truck / bus / motorcycle are one ``vehicle``) that cover each other
-  (intersection over the smaller box >= ``match``) are one object: it keeps the highest score of the
-  two passes, and the whole-frame box where there is one (its geometry is never cut by a tile).
+* boxes of one class group (car / truck / bus / motorcycle are one ``vehicle``) that overlap with an IoU
+  of at least ``match`` are one object: it keeps the highest score of the passes, and the whole-frame box
+  where there is one (its geometry is never cut by a tile). IoU, not intersection over the smaller box:
+  a small car in front of a larger one, inside its box in a raised camera's view, stays its own object.
 
 Frames smaller than ``min_scale`` times the model input gain nothing from slicing (the tiles would only
 be upscaled) and run the whole-frame pass alone. Cost: up to ``1 + n*n`` model runs per frame, batched
@@ -58,21 +59,6 @@ def cut_by_tile(xyxy: FloatArray, window: Window, height: int, width: int) -> np
     if y2 < height:
         cut |= b[:, 3] >= y2 - EDGE_PX
     return cut
-
-
-def cover(a: FloatArray, b: FloatArray) -> FloatArray:
-    """Pairwise intersection over the smaller box's area, ``(len(a), len(b))``."""
-    a = np.asarray(a, np.float32).reshape(-1, 4)
-    b = np.asarray(b, np.float32).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    smaller = np.minimum(area_a[:, None], area_b[None, :])
-    return np.where(smaller > 0, inter / np.maximum(smaller, 1e-9), 0.0).astype(np.float32)
 
 
 def merge_passes(
