@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from detector.config.model import ModelConfig
+from detector.inference.base import InferenceBackend
 from detector.inference.model import load_model
 
 STILLS = _common.REPO / "tests" / "realworld" / "images"
@@ -37,32 +38,25 @@ def camera_frame() -> np.ndarray:
     return cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_LINEAR)
 
 
-def vehicles(model_name: str, grid: int, stills: list[Path]) -> dict[str, int]:
-    loaded = load_model(ModelConfig(name=model_name, tiles=grid, conf=0.25))
+def vehicles(backend: InferenceBackend, stills: list[Path]) -> dict[str, int]:
     out = {}
     for path in stills:
-        image = cv2.imread(str(path))
-        dets = loaded.backend.infer([image])[0]
+        dets = backend.infer([cv2.imread(str(path))])[0]
         names = [str(n) for n in dets.class_name]
         out[path.name] = int(
             sum(1 for n, s in zip(names, dets.confidence, strict=True) if n in VEHICLE_CLASSES and s >= 0.5)
         )
-    loaded.backend.close()
     return out
 
 
-def timing(model_name: str, grid: int, frames: int, batch: int) -> float:
-    loaded = load_model(ModelConfig(name=model_name, tiles=grid, conf=0.25, batch=batch))
-    frame = camera_frame()
-    loaded.backend.infer([frame] * batch)  # warm-up
+def timing(backend: InferenceBackend, frame: np.ndarray, frames: int, batch: int) -> float:
+    backend.infer([frame] * batch)  # warm-up
     start = time.perf_counter()
     done = 0
     while done < frames:
-        loaded.backend.infer([frame] * batch)
+        backend.infer([frame] * batch)
         done += batch
-    elapsed = time.perf_counter() - start
-    loaded.backend.close()
-    return 1000.0 * elapsed / done
+    return 1000.0 * (time.perf_counter() - start) / done
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,17 +71,15 @@ def main(argv: list[str] | None = None) -> None:
         args.frames = min(args.frames, 8)
     grids = [int(g) for g in args.grids.split(",")]
     stills = sorted(STILLS.glob("*.jpg"))
+    frame = camera_frame()
     rows = []
     for grid in grids:
         _common.log(f"grid {grid}: timing {args.frames} 1080p frames")
-        ms = timing(args.model, grid, args.frames, args.batch)
-        rows.append(
-            {
-                "grid": grid,
-                "ms_per_frame": round(ms, 1),
-                "vehicles_ge_0_5": vehicles(args.model, grid, stills),
-            }
-        )
+        loaded = load_model(ModelConfig(name=args.model, tiles=grid, conf=0.25, batch=args.batch))
+        ms = timing(loaded.backend, frame, args.frames, args.batch)
+        found = vehicles(loaded.backend, stills)
+        loaded.backend.close()
+        rows.append({"grid": grid, "ms_per_frame": round(ms, 1), "vehicles_ge_0_5": found})
     base = rows[0]["ms_per_frame"] if rows and rows[0]["grid"] == 1 else None
     for row in rows:
         row["ratio"] = round(row["ms_per_frame"] / base, 2) if base else None
