@@ -53,7 +53,7 @@ test: install test-services $(SCENARIO_CLIPS)
 lint: install
 	$(BIN)/ruff check detector api training tests bench
 	$(BIN)/ruff format --check detector api training tests bench
-	$(BIN)/mypy detector api training
+	$(BIN)/mypy detector api training bench
 	$(BIN)/lint-imports  # the import rules in pyproject.toml [tool.importlinter] (README "Layout")
 
 fmt: install

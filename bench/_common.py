@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -20,6 +23,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def emit(result: dict[str, Any]) -> None:
     """The benchmark's one JSON object on stdout (logs go to stderr)."""
     print(json.dumps(result, ensure_ascii=False, sort_keys=False), flush=True)
+
+
+def read_image(path: Path) -> npt.NDArray[np.uint8]:
+    """The BGR image at ``path``; exits naming the file when it cannot be read."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise SystemExit(f"cannot read the image {path}")
+    return np.asarray(img, dtype=np.uint8)
 
 
 def log(msg: str) -> None:

@@ -50,7 +50,7 @@ import _search
 import capacity_models
 import numpy as np
 
-CLIPS = {
+CLIPS: dict[str, dict[str, Any]] = {
     "main": {"size": (1920, 1080), "kbps": 4000},
     "sub": {"size": (640, 360), "kbps": 500},
 }
@@ -64,7 +64,7 @@ def make_clip(kind: str, seconds: float) -> Path:
     import cv2
 
     spec = CLIPS[kind]
-    w, h = spec["size"]  # type: ignore[misc]
+    w, h = spec["size"]
     out_path = _common.VAR / "clips" / f"{kind}-{w}x{h}-{FPS}fps-{spec['kbps']}k-{seconds:.0f}s.mp4"
     if out_path.is_file():
         return out_path
@@ -79,7 +79,7 @@ def make_clip(kind: str, seconds: float) -> Path:
     out = av.open(str(tmp), "w")
     st = out.add_stream("libx264", rate=FPS)
     st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-    kbps = int(spec["kbps"])  # type: ignore[call-overload]
+    kbps = int(spec["kbps"])
     g = str(int(FPS * GOP_S))
     st.options = {
         "g": g, "keyint_min": g, "sc_threshold": "0", "bf": "0", "preset": "superfast", "profile": "main",

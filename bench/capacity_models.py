@@ -134,7 +134,8 @@ def probe_models(
             w.join(5)
         svc.wake()
         svc.join(10)
-    return summary(n, window, meter, live, cpu, srv_cpu, rss, dropped) | {"models": per_model}
+    out: dict[str, Any] = summary(n, window, meter, live, cpu, srv_cpu, rss, dropped)
+    return out | {"models": per_model}
 
 
 def second_model_report(one: int, two: int, probes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -34,7 +34,6 @@ from typing import Any
 
 import _common
 import _data
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -55,9 +54,7 @@ def load_split(n: int) -> tuple[list[Image], list[tuple[npt.NDArray[np.float32],
     mixed = [f for pair in zip(*files, strict=False) for f in pair][:n]
     images, truths = [], []
     for f in mixed:
-        img = cv2.imread(str(f))
-        if img is None:
-            raise SystemExit(f"cannot read {f}")
+        img = _common.read_image(f)
         h, w = img.shape[:2]
         rows = np.loadtxt(label_path(f), ndmin=2) if label_path(f).is_file() else np.zeros((0, 5))
         rows = rows.reshape(-1, 5)
@@ -147,10 +144,14 @@ def naive(pt: Path, imgsz: int, images: list[Image], timed_n: int) -> tuple[Call
     model = YOLO(str(pt), task="detect")
 
     def predict(imgs: list[Image], conf: float = 0.25) -> list[Any]:
-        return [model.predict(img, imgsz=imgsz, conf=conf, verbose=False)[0] for img in imgs]
+        return [next(iter(model.predict(img, imgsz=imgsz, conf=conf, verbose=False))) for img in imgs]
 
     preds = [as_pred(Detections.from_ultralytics(r)) for img in images for r in predict([img], 0.001)]
     return lambda: timed(predict, images[:timed_n], 1), preds
+
+
+def _timer(backend: Any, images: list[Image], batch: int) -> Callable[[], float]:
+    return lambda: timed(backend.infer, images, batch)
 
 
 def candidates(
@@ -164,13 +165,13 @@ def candidates(
     stem = f"{m.name}-{m.version}"
     for fmt in ("onnx", "openvino"):
         for int8 in (False, True):
-            key = export_key(fmt, int8)  # type: ignore[arg-type]
+            key = export_key(fmt, int8)
             name = f"{fmt}_{'int8' if int8 else 'fp32'}"
             if wanted is not None and name not in wanted:
                 continue
             path = m.exports.get(key)
             if path is None or not path.exists():
-                path = _common.VAR / "exports" / f"{m.imgsz}-dynamic" / artifact_name(stem, fmt, int8)  # type: ignore[arg-type]
+                path = _common.VAR / "exports" / f"{m.imgsz}-dynamic" / artifact_name(stem, fmt, int8)
                 if not path.exists():
                     if not make_missing:
                         continue
@@ -185,7 +186,7 @@ def candidates(
                         int8=int8,
                         calib=calib,
                         dynamic=True,
-                    )  # type: ignore[arg-type]
+                    )
             out[name] = (fmt, path)
     return out
 
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer.close()
         score = map50(preds, truths)
         fast = load_backend(kind, path, m.classes, m.imgsz, 0.25, 0.5, a.threads)
-        timers[name] = lambda fast=fast: timed(fast.infer, images[: a.timed], a.batch)
+        timers[name] = _timer(fast, images[: a.timed], a.batch)
         results[name] = {
             "fps": 0.0,
             "map50": round(score, 4),

@@ -9,12 +9,14 @@ vehicle detections that match no labelled vehicle. Prints one JSON object per mo
 
     .venv/bin/python bench/real_labels.py datasets/real-aerial-test --model citywatch-synth@1.1.0 \
         --model citywatch-synth@1.2.0 --model yolov8n-coco
-    .venv/bin/python bench/real_labels.py --quick   # the manifest's default model on 8 images
+    .venv/bin/python bench/real_labels.py --quick   # the default model on 8 bundled real tiles
 
-The images are not in the repository (real photos under their own licences, which nothing here can
-render): without them it says what to fetch and exits 2. The README's figures came from
-``jekhor/aerial-cars-dataset`` (Minsk drone photos, KIT AIS Munich strips), the held-out sites
-``MunichStreet02`` and ``DJI_0762`` cut into 640 px tiles with ``python -m training.tiles``.
+The full set is not in the repository (real photos under their own licences): without it a full run
+says what to fetch and exits 2. The README's figures came from ``jekhor/aerial-cars-dataset`` (Minsk
+drone photos, KIT AIS Munich strips), the held-out sites ``MunichStreet02`` and ``DJI_0762`` cut into
+640 px tiles with ``python -m training.tiles``. ``--quick`` without a folder runs on 8 of those tiles
+that are bundled in ``bench/data/real-aerial-quick`` (CC BY-SA, see its SOURCES.md), so a fresh clone
+measures real imagery with nothing to fetch.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import _common
 import _data
 import numpy as np
 
@@ -35,6 +38,7 @@ from detector.inference.model import load_model
 from training.tiles import read_yolo
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / "datasets" / "real-aerial-test"
+QUICK_FOLDER = Path(__file__).resolve().parent / "data" / "real-aerial-quick"
 FETCH = (
     "real labelled aerial images, which are not in the repository: fetch jekhor/aerial-cars-dataset "
     "(github.com/jekhor/aerial-cars-dataset), cut the held-out sites (--only MunichStreet02,DJI_0762) into "
@@ -59,7 +63,6 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def measure(
     folder: Path, ref: str | None, iou: float, min_score: float, vehicle_conf: float, limit: int | None = None
 ) -> dict[str, Any]:
-    import cv2
 
     model = load_model(ModelConfig(name=ref, conf=min(min_score, vehicle_conf)))
     labels = model.info.rule_labels
@@ -68,7 +71,7 @@ def measure(
     found = total = false_vehicles = 0
     invented: dict[str, int] = {"vendor": 0, "litter": 0, "structure": 0}
     for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        img = _common.read_image(f)
         h, w = img.shape[:2]
         _, truth = read_yolo(folder / "labels" / f"{f.stem}.txt", (w, h))
         dets = model.backend.infer([img])[0]
@@ -98,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         "folder",
         type=Path,
         nargs="?",
-        default=DEFAULT_FOLDER,
-        help="YOLO folder: images/*.jpg, labels/*.txt (class 0 = vehicle); default datasets/real-aerial-test",
+        default=None,
+        help="YOLO folder: images/*.jpg, labels/*.txt (every box a vehicle); default "
+        "datasets/real-aerial-test,"
+        " with --quick bench/data/real-aerial-quick when that is absent",
     )
     p.add_argument("--model", action="append", help="manifest name[@version]; repeatable (default: default)")
     p.add_argument("--iou", type=float, default=0.3, help="IoU that counts a vehicle as found (0.3)")
@@ -107,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vehicle-conf", type=float, default=0.25, help="vehicle detection threshold (0.25)")
     p.add_argument("--quick", action="store_true", help="a short run: the first 8 images")
     a = p.parse_args(argv)
+    if a.folder is None:
+        has_full = any((DEFAULT_FOLDER / "images").glob("*.jpg"))
+        a.folder = QUICK_FOLDER if a.quick and not has_full else DEFAULT_FOLDER
     if not any((a.folder / "images").glob("*.jpg")):
         _data.needs("bench/real_labels.py", f"{a.folder} holds no images/*.jpg; it needs {FETCH}")
     limit = 8 if a.quick else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import _common
 import cv2
@@ -41,7 +42,7 @@ def camera_frame() -> np.ndarray:
 def vehicles(backend: InferenceBackend, stills: list[Path]) -> dict[str, int]:
     out = {}
     for path in stills:
-        dets = backend.infer([cv2.imread(str(path))])[0]
+        dets = backend.infer([_common.read_image(path)])[0]
         names = [str(n) for n in dets.class_name]
         out[path.name] = int(
             sum(1 for n, s in zip(names, dets.confidence, strict=True) if n in VEHICLE_CLASSES and s >= 0.5)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     grids = [int(g) for g in args.grids.split(",")]
     stills = sorted(STILLS.glob("*.jpg"))
     frame = camera_frame()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for grid in grids:
         _common.log(f"grid {grid}: timing {args.frames} 1080p frames")
         loaded = load_model(ModelConfig(name=args.model, tiles=grid, conf=0.25, batch=args.batch))

@@ -59,10 +59,12 @@ def pg_admin_url() -> str:
     return url
 
 
-def bench(root: Path, name: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def bench(
+    root: Path, name: str, *args: str, timeout: float = 240, quick: bool = True
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
-        [sys.executable, str(root / "bench" / f"{name}.py"), "--quick", *args],
+        [sys.executable, str(root / "bench" / f"{name}.py"), *(["--quick"] if quick else []), *args],
         cwd=root, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -98,8 +100,20 @@ def test_ingest(fresh_copy: Path, pg_admin_url: str) -> None:
     ]
 
 
-def test_real_labels_without_the_real_images_says_what_to_fetch(fresh_copy: Path) -> None:
-    run = bench(fresh_copy, "real_labels")
+def test_real_labels_quick_runs_on_the_bundled_real_tiles(fresh_copy: Path) -> None:
+    """A fresh clone has no datasets/: --quick measures the 8 real aerial tiles bundled with the bench."""
+    out = result(bench(fresh_copy, "real_labels"))
+    assert set(out) == REAL_LABELS_KEYS
+    assert Path(out["folder"]).parts[-3:] == ("bench", "data", "real-aerial-quick")
+    labelled = sum(
+        len(f.read_text().split("\n")) - 1 for f in (fresh_copy / out["folder"] / "labels").glob("*.txt")
+    )
+    assert out["images"] == 8 and out["vehicles"] == labelled > 0
+    assert 0.0 <= out["vehicle_recall"] <= 1.0 and out["model"].startswith("citywatch-synth@")
+
+
+def test_real_labels_full_run_without_the_real_images_says_what_to_fetch(fresh_copy: Path) -> None:
+    run = bench(fresh_copy, "real_labels", quick=False)
     assert run.returncode == 2, run.stderr[-2000:]
     assert run.stdout == ""
     assert "jekhor/aerial-cars-dataset" in run.stderr and "training.tiles" in run.stderr
