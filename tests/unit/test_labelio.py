@@ -1,0 +1,259 @@
+"""training.labelio: round trips between YOLO, COCO, CVAT and Label Studio keep every box within 1 px;
+their class names come back through a class map; nothing is dropped without a count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from training.errors import TrainingError
+from training.labelio import (
+    Box,
+    ClassMap,
+    ImportReport,
+    LabelExportError,
+    LabelImportError,
+    LabelledImage,
+    image_size,
+    read_coco,
+    read_yolo_dataset,
+    write_coco,
+    write_yolo,
+)
+
+# (name, width, height, boxes): a street frame, a drone frame with a box on its border, an empty frame
+SCENES: list[tuple[str, int, int, list[Box]]] = [
+    (
+        "cam-01-20260601T020000000-near_threshold.jpg",
+        1280,
+        720,
+        [
+            Box("vehicle", (100.5, 200.25, 400.75, 380.0), 0.41),
+            Box("litter", (900.0, 600.0, 931.0, 622.5), 0.9),
+        ],
+    ),
+    (
+        "drone-02-20260601T020001000-uniform.jpg",
+        1920,
+        1080,
+        [
+            Box("vendor", (0.0, 10.0, 250.0, 300.0), 0.55),
+            Box("structure", (1500.0, 700.0, 1920.0, 1080.0), 0.7),
+        ],
+    ),
+    ("cam-03-20260601T020002000-rejected.jpg", 640, 480, []),
+]
+
+
+def write_image(path: Path, width: int, height: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((height, width, 3), 90, np.uint8))
+    return path
+
+
+@pytest.fixture
+def scenes(tmp_path: Path) -> list[LabelledImage]:
+    return [
+        LabelledImage(write_image(tmp_path / "collect" / name, w, h), w, h, list(boxes))
+        for name, w, h, boxes in SCENES
+    ]
+
+
+def by_name(images: list[LabelledImage]) -> dict[str, LabelledImage]:
+    return {img.path.name: img for img in images}
+
+
+def assert_same_boxes(got: list[LabelledImage], want: list[LabelledImage], *, scores: bool = False) -> None:
+    """Every image back, each with the same labels and every corner within 1 px."""
+    g, w = by_name(got), by_name(want)
+    assert sorted(g) == sorted(w)
+    for name, img in w.items():
+        back = g[name]
+        assert (back.width, back.height) == (img.width, img.height), name
+        assert len(back.boxes) == len(img.boxes), name
+        for b0, b1 in zip(
+            sorted(img.boxes, key=lambda b: b.xyxy), sorted(back.boxes, key=lambda b: b.xyxy), strict=True
+        ):
+            assert b1.label == b0.label, name
+            assert np.allclose(b1.xyxy, b0.xyxy, atol=1.0), (name, b0.xyxy, b1.xyxy)
+            if scores:
+                assert b1.score == pytest.approx(b0.score, abs=1e-4)
+
+
+def test_image_size_reads_the_header(tmp_path: Path) -> None:
+    for ext in ("jpg", "png", "bmp", "webp"):
+        assert image_size(write_image(tmp_path / f"a.{ext}", 53, 37)) == (53, 37)
+    (tmp_path / "b.jpg").write_bytes(b"not an image")
+    with pytest.raises(LabelImportError, match="not a JPEG"):
+        image_size(tmp_path / "b.jpg")
+
+
+def test_yolo_round_trip_keeps_boxes_and_empty_images(tmp_path: Path, scenes: list[LabelledImage]) -> None:
+    data_yaml = write_yolo(scenes, tmp_path / "yolo")
+    assert (tmp_path / "yolo" / "labels" / "cam-03-20260601T020002000-rejected.txt").read_text() == ""
+    assert (tmp_path / "yolo" / "classes.txt").read_text().split() == [
+        "vehicle",
+        "vendor",
+        "litter",
+        "structure",
+    ]
+    from training.dataset import load_dataset  # the dataset trains as written
+
+    assert load_dataset(data_yaml).names == ["vehicle", "vendor", "litter", "structure"]
+    back, report = read_yolo_dataset(tmp_path / "yolo")
+    assert_same_boxes(back, scenes)
+    assert (report.images, report.empty, report.boxes) == (3, 1, 4)
+    assert all(b.score is None for img in back for b in img.boxes)  # YOLO training labels carry no score
+
+
+def test_yolo_missing_label_file_is_unlabelled_not_empty(tmp_path: Path, scenes: list[LabelledImage]) -> None:
+    write_yolo(scenes, tmp_path / "yolo")
+    (tmp_path / "yolo" / "labels" / "cam-03-20260601T020002000-rejected.txt").unlink()
+    back, report = read_yolo_dataset(tmp_path / "yolo")
+    assert (len(back), report.unlabelled) == (2, 1)
+    back, report = read_yolo_dataset(tmp_path / "yolo", missing_as_empty=True)
+    assert (len(back), report.empty) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("0 0.5 0.5", "got 3 fields"),
+        ("x 0.5 0.5 0.1 0.1", "not numbers"),
+        ("7 0.5 0.5 0.1 0.1", "class id 7"),
+    ],
+)
+def test_yolo_malformed_lines_name_file_and_line(tmp_path: Path, line: str, match: str) -> None:
+    write_image(tmp_path / "y" / "images" / "a.jpg", 64, 48)
+    (tmp_path / "y" / "labels").mkdir()
+    (tmp_path / "y" / "labels" / "a.txt").write_text(f"0 0.5 0.5 0.2 0.2\n{line}\n")
+    (tmp_path / "y" / "classes.txt").write_text("vehicle\n")
+    with pytest.raises(LabelImportError, match=match) as err:
+        read_yolo_dataset(tmp_path / "y")
+    assert "a.txt:2" in str(err.value)
+
+
+def test_coco_round_trip_keeps_scores(tmp_path: Path, scenes: list[LabelledImage]) -> None:
+    out = write_coco(
+        scenes, tmp_path / "coco" / "annotations.json", images_folder=tmp_path / "coco" / "images"
+    )
+    doc = json.loads(out.read_text())
+    assert doc["annotations"][0]["bbox"] == [100.5, 200.25, 300.25, 179.75]  # x, y, w, h pixels
+    assert [c["name"] for c in doc["categories"]] == ["vehicle", "vendor", "litter", "structure"]
+    back, report = read_coco(out)
+    assert_same_boxes(back, scenes, scores=True)
+    assert (report.images, report.empty) == (3, 1)
+
+
+def test_export_refuses_a_label_not_in_the_names(tmp_path: Path, scenes: list[LabelledImage]) -> None:
+    with pytest.raises(LabelExportError, match="'litter'"):
+        write_yolo(scenes, tmp_path / "yolo", names=["vehicle", "vendor", "structure"])
+    assert issubclass(LabelImportError, TrainingError) and issubclass(LabelExportError, TrainingError)
+
+
+def test_import_clips_to_the_image_and_reports_degenerate(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.jpg", 100, 50)
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 50}],
+        "categories": [{"id": 1, "name": "vehicle"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [90, 40, 30, 30]},  # reaches outside
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [150, 10, 20, 20]},  # wholly outside
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [10, 10, 0, 20]},  # no width
+        ],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    back, report = read_coco(tmp_path / "c.json")
+    assert back[0].boxes == [Box("vehicle", (90.0, 40.0, 100.0, 50.0))]
+    assert (report.clipped, report.degenerate.count, report.boxes) == (2, 2, 1)
+    assert report.degenerate.examples == ["a.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "name", "expected"),
+    [
+        ("car=vehicle,garbage=litter", "car", "vehicle"),
+        ("car=vehicle,garbage=litter", "garbage", "litter"),
+        ("car=vehicle", "vehicle", "vehicle"),  # our own labels pass through unlisted
+        ("person=", "person", None),  # left out on purpose
+    ],
+)
+def test_class_map_inline(spec: str, name: str, expected: str | None) -> None:
+    cm = ClassMap.from_arg(spec)
+    assert cm.knows(name) and cm.label_for(name) == expected
+    assert not cm.knows("tree")
+
+
+@pytest.mark.parametrize(
+    ("filename", "text"),
+    [
+        ("m.yaml", "car: vehicle\ngarbage: litter\nperson:\n"),
+        ("m.json", '{"car": "vehicle", "garbage": "litter", "person": null}'),
+    ],
+)
+def test_class_map_files(tmp_path: Path, filename: str, text: str) -> None:
+    (tmp_path / filename).write_text(text)
+    assert ClassMap.from_arg(tmp_path / filename) == ClassMap(
+        {"car": "vehicle", "garbage": "litter", "person": None}
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [("car=automobile", "'automobile' is not one of our labels"), ("car", "not their_name=our_label")],
+)
+def test_class_map_refuses_typos(spec: str, match: str) -> None:
+    with pytest.raises(LabelImportError, match=match):
+        ClassMap.from_arg(spec)
+
+
+def coco_with_their_names(tmp_path: Path) -> Path:
+    write_image(tmp_path / "a.jpg", 100, 50)
+    write_image(tmp_path / "b.jpg", 100, 50)
+    doc = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 100, "height": 50},
+            {"id": 2, "file_name": "b.jpg", "width": 100, "height": 50},
+        ],
+        "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "tree"}, {"id": 3, "name": "person"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 20]},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [30, 1, 20, 20]},
+            {"id": 3, "image_id": 2, "category_id": 2, "bbox": [30, 1, 20, 20]},
+            {"id": 4, "image_id": 2, "category_id": 3, "bbox": [60, 1, 20, 20]},
+        ],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    return tmp_path / "c.json"
+
+
+def test_unknown_classes_raise_with_every_name(tmp_path: Path) -> None:
+    with pytest.raises(LabelImportError) as err:
+        read_coco(coco_with_their_names(tmp_path), class_map=ClassMap.from_arg("car=vehicle"))
+    msg = str(err.value)
+    assert "'tree' (2 boxes, e.g. a.jpg, b.jpg)" in msg and "'person' (1 box, e.g. b.jpg)" in msg
+    assert isinstance(err.value.report, ImportReport) and set(err.value.report.unknown) == {"tree", "person"}
+
+
+def test_skip_unknown_counts_what_it_leaves_out(tmp_path: Path) -> None:
+    back, report = read_coco(
+        coco_with_their_names(tmp_path), class_map=ClassMap.from_arg("car=vehicle,person="), skip_unknown=True
+    )
+    assert [len(img.boxes) for img in back] == [1, 0]
+    assert (report.skipped, report.unknown["tree"].count, report.ignored["person"]) == (2, 2, 1)
+    assert report.to_dict()["unknown"] == {"tree": {"boxes": 2, "examples": ["a.jpg", "b.jpg"]}}
+    assert "skipped classes: 'tree'" in report.summary()
+
+
+def test_missing_images_are_reported_and_all_missing_refused(tmp_path: Path) -> None:
+    path = coco_with_their_names(tmp_path)
+    (tmp_path / "b.jpg").unlink()
+    back, report = read_coco(path, class_map=ClassMap.from_arg("car=vehicle,tree=structure,person="))
+    assert [img.path.name for img in back] == ["a.jpg"]
+    assert report.missing_images.examples == ["b.jpg"]
+    with pytest.raises(LabelImportError, match="none of its 2 images was found under"):
+        read_coco(path, images_dir=tmp_path / "elsewhere", class_map=ClassMap.from_arg("car=vehicle"))
