@@ -4,6 +4,7 @@ their class names come back through a class map; nothing is dropped without a co
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
@@ -18,9 +19,14 @@ from training.labelio import (
     LabelExportError,
     LabelImportError,
     LabelledImage,
+    export_labels,
     image_size,
+    import_labels,
+    local_files_url,
     read_coco,
+    read_label_studio,
     read_yolo_dataset,
+    url_prefix,
     write_coco,
     write_yolo,
 )
@@ -57,8 +63,14 @@ def write_image(path: Path, width: int, height: int) -> Path:
 
 @pytest.fixture
 def scenes(tmp_path: Path) -> list[LabelledImage]:
+    """The frames as a collection keeps them: <dir>/<stream>/<date>/<frame_id>.jpg."""
     return [
-        LabelledImage(write_image(tmp_path / "collect" / name, w, h), w, h, list(boxes))
+        LabelledImage(
+            write_image(tmp_path / "collect" / name.split("-2026")[0] / "2026-06-01" / name, w, h),
+            w,
+            h,
+            list(boxes),
+        )
         for name, w, h, boxes in SCENES
     ]
 
@@ -257,3 +269,84 @@ def test_missing_images_are_reported_and_all_missing_refused(tmp_path: Path) -> 
     assert report.missing_images.examples == ["b.jpg"]
     with pytest.raises(LabelImportError, match="none of its 2 images was found under"):
         read_coco(path, images_dir=tmp_path / "elsewhere", class_map=ClassMap.from_arg("car=vehicle"))
+
+
+# Each step exports the images in one format and imports them back (images looked up in the collection).
+CHAINS = [
+    ["yolo", "coco", "labelstudio:predictions", "yolo"],  # the issue's acceptance
+    ["yolo", "coco", "labelstudio:annotations", "yolo"],
+    ["yolo", "cvat", "labelstudio:annotations", "coco", "yolo"],
+]
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=["->".join(c) for c in CHAINS])
+def test_round_trip_keeps_every_box_within_a_pixel(
+    tmp_path: Path, scenes: list[LabelledImage], chain: list[str]
+) -> None:
+    collection = tmp_path / "collect"
+    images = scenes
+    for i, step in enumerate(chain):
+        fmt, _, mode = step.partition(":")
+        out = export_labels(
+            fmt,
+            images,
+            tmp_path / f"{i}-{fmt}",
+            image_url=local_files_url(collection),
+            mode="annotations" if mode == "annotations" else "predictions",
+            model_version="citywatch-synth@1.2.0",
+        )
+        images, report = import_labels(
+            fmt, out, images_dir=collection, source="annotations" if mode == "annotations" else "predictions"
+        )
+        assert_same_boxes(images, scenes)
+        assert all(img.path.is_relative_to(collection) for img in images), step  # the collection's frames
+        assert (report.images, report.empty, report.boxes, report.clipped) == (3, 1, 4, 0), step
+
+
+def test_label_studio_prediction_tasks_in_its_format(tmp_path: Path, scenes: list[LabelledImage]) -> None:
+    collection = tmp_path / "collect"
+    out = export_labels(
+        "labelstudio", scenes, tmp_path / "ls", image_url=local_files_url(collection), model_version="m@1"
+    )
+    tasks = json.loads(out.read_text())
+    assert tasks[0]["data"] == {
+        "image": "/data/local-files/?d=cam-01/2026-06-01/cam-01-20260601T020000000-near_threshold.jpg"
+    }
+    (pred,) = tasks[0]["predictions"]
+    assert (pred["model_version"], pred["score"]) == ("m@1", 0.41)  # the least sure box first
+    region = pred["result"][0]
+    assert {k: region[k] for k in ("from_name", "to_name", "type", "original_width", "original_height")} == {
+        "from_name": "label",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": 1280,
+        "original_height": 720,
+    }
+    v = region["value"]
+    assert (v["rectanglelabels"], v["rotation"], region["score"]) == (["vehicle"], 0, 0.41)
+    assert np.allclose(
+        [v["x"], v["y"], v["width"], v["height"]], [100.5 / 12.8, 200.25 / 7.2, 300.25 / 12.8, 179.75 / 7.2]
+    )
+    assert tasks[2]["predictions"] == [
+        {"model_version": "m@1", "result": []}
+    ]  # empty frame: nothing predicted
+    # scores come back from the predictions
+    back, _ = read_label_studio(out, images_dir=collection, source="predictions")
+    assert_same_boxes(back, scenes, scores=True)
+    config = ET.fromstring((tmp_path / "ls" / "labeling_config.xml").read_text())
+    assert config.find("Image").attrib == {"name": "image", "value": "$image"}  # type: ignore[union-attr]
+    rl = config.find("RectangleLabels")
+    assert rl is not None and (rl.get("name"), rl.get("toName")) == ("label", "image")
+    assert [lab.get("value") for lab in rl] == ["vehicle", "vendor", "litter", "structure"]
+
+
+def test_image_urls_must_lie_under_their_root(tmp_path: Path, scenes: list[LabelledImage]) -> None:
+    url = url_prefix("http://frames.local:8081/", tmp_path / "collect")
+    assert (
+        url(scenes[0])
+        == "http://frames.local:8081/cam-01/2026-06-01/cam-01-20260601T020000000-near_threshold.jpg"
+    )
+    with pytest.raises(LabelExportError, match="not under the Label Studio document root"):
+        local_files_url(tmp_path / "elsewhere")(scenes[0])
+    with pytest.raises(LabelExportError, match="needs image_url"):
+        export_labels("labelstudio", scenes, tmp_path / "ls")

@@ -103,7 +103,7 @@ class ImageResolver:
     def _index(self) -> dict[str, list[Path]]:
         if self._by_name is None:
             self._by_name = {}
-            for dirpath, _dirs, files in os.walk(self.root, followlinks=True):
+            for dirpath, _dirs, files in os.walk(self.root):
                 for fn in files:
                     if Path(fn).suffix.lower() in IMAGE_SUFFIXES:
                         self._by_name.setdefault(fn, []).append(Path(dirpath) / fn)

@@ -18,7 +18,7 @@ import yaml
 
 from training.dataset import IMAGE_SUFFIXES, RULE_LABELS
 from training.labelio.classmap import ClassMap
-from training.labelio.images import image_size, place_images
+from training.labelio.images import ImageResolver, image_size, place_images
 from training.labelio.model import LabelImportError, LabelledImage, check_names, clip_xyxy, default_names
 from training.labelio.report import ImportContext, ImportReport
 
@@ -90,13 +90,23 @@ def read_yolo_dataset(
     class_map: ClassMap | None = None,
     skip_unknown: bool = False,
     missing_as_empty: bool = False,
+    images_dir: Path | None = None,
 ) -> tuple[list[LabelledImage], ImportReport]:
-    """Read a YOLO folder (module docstring); class names go through ``class_map``."""
+    """Read a YOLO folder (or its data.yaml; module docstring); class names go through ``class_map``.
+
+    With ``images_dir``, each image is returned as the file of the same name under it (e.g. the frame in
+    the collection the dataset was exported from); one not found there is reported missing.
+    """
     folder = Path(folder)
+    if folder.is_file() and folder.suffix in (".yaml", ".yml"):
+        folder = folder.parent
     if not folder.is_dir():
         raise LabelImportError(f"{folder}: not a folder (a YOLO dataset has images/ and labels/)")
     names = list(names) if names is not None else read_yolo_names(folder)
-    ctx = ImportContext("yolo", folder, class_map=class_map, skip_unknown=skip_unknown, images_dir=folder)
+    ctx = ImportContext(
+        "yolo", folder, class_map=class_map, skip_unknown=skip_unknown, images_dir=images_dir or folder
+    )
+    resolver = ImageResolver(images_dir) if images_dir is not None else None
     img_root = folder / "images" if (folder / "images").is_dir() else folder
     out: list[LabelledImage] = []
     for path in sorted(p for p in img_root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
@@ -113,6 +123,10 @@ def read_yolo_dataset(
                 for i, line in enumerate(label_file.read_text(encoding="utf-8").splitlines(), 1)
                 if line.strip()
             ]
+        found = resolver.resolve(path.relative_to(img_root).as_posix()) if resolver else path
+        if found is None:
+            ctx.missing(path.name)
+            continue
         w, h = image_size(path)
         boxes = []
         for lineno, parts in rows:
@@ -126,7 +140,7 @@ def read_yolo_dataset(
             )
             if box is not None:
                 boxes.append(box)
-        out.append(ctx.image(LabelledImage(path=path, width=w, height=h, boxes=boxes)))
+        out.append(ctx.image(LabelledImage(path=found, width=w, height=h, boxes=boxes)))
     return ctx.finish(out)
 
 
