@@ -15,6 +15,7 @@ from training.errors import TrainingError
 from training.labelio import (
     Box,
     ClassMap,
+    ImageResolver,
     ImportReport,
     LabelExportError,
     LabelImportError,
@@ -164,6 +165,9 @@ def test_coco_round_trip_keeps_scores(tmp_path: Path, scenes: list[LabelledImage
 def test_export_refuses_a_label_not_in_the_names(tmp_path: Path, scenes: list[LabelledImage]) -> None:
     with pytest.raises(LabelExportError, match="'litter'"):
         write_yolo(scenes, tmp_path / "yolo", names=["vehicle", "vendor", "structure"])
+    twin = LabelledImage(write_image(tmp_path / "other" / scenes[0].path.name, 64, 48), 64, 48)
+    with pytest.raises(LabelExportError, match="two images are both named"):
+        write_coco([scenes[0], twin], tmp_path / "c.json", images_folder=tmp_path / "images")
     assert issubclass(LabelImportError, TrainingError) and issubclass(LabelExportError, TrainingError)
 
 
@@ -350,3 +354,24 @@ def test_image_urls_must_lie_under_their_root(tmp_path: Path, scenes: list[Label
         local_files_url(tmp_path / "elsewhere")(scenes[0])
     with pytest.raises(LabelExportError, match="needs image_url"):
         export_labels("labelstudio", scenes, tmp_path / "ls")
+
+
+@pytest.mark.parametrize(
+    ("ref", "found"),
+    [
+        ("x.jpg", "a/x.jpg"),  # a file name: anywhere below the root
+        ("a/x.jpg", "a/x.jpg"),
+        ("/data/local-files/?d=a/x.jpg", "a/x.jpg"),  # Label Studio local files
+        ("/data/upload/1/0a1b2c3d-x.jpg", "a/x.jpg"),  # Label Studio upload, its prefix dropped
+        ("http://frames.local/p/x.jpg?sig=1", "a/x.jpg"),
+        ("b/z.jpg", "b/z.jpg"),
+        ("z.jpg", None),  # two files of that name, neither path closer: none
+        ("../outside.jpg", None),  # never outside the root
+    ],
+)
+def test_image_resolver(tmp_path: Path, ref: str, found: str | None) -> None:
+    for rel in ("root/a/x.jpg", "root/b/z.jpg", "root/c/z.jpg", "outside.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    got = ImageResolver(tmp_path / "root").resolve(ref)
+    assert got == (tmp_path / "root" / found if found else None)

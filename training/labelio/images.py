@@ -110,10 +110,11 @@ class ImageResolver:
         return self._by_name
 
     def resolve(self, ref: str) -> Path | None:
-        """The image file ``ref`` names, or ``None`` when there is none (or more than one fits equally)."""
+        """The image file ``ref`` names under the root, or ``None`` when there is none (or more than one
+        fits equally)."""
         rel = PurePosixPath(name_from_ref(ref).replace("\\", "/"))
-        direct = self.root / rel if not rel.is_absolute() else Path(rel)
-        if direct.is_file():
+        direct = self.root / rel.relative_to(rel.anchor) if rel.anchor else self.root / rel
+        if direct.is_file() and direct.resolve().is_relative_to(self.root.resolve()):  # never outside root
             return direct
         for name in (rel.name, *(m.group(1) for m in [_UPLOAD_PREFIX.match(rel.name)] if m)):
             found = self._pick(self._index().get(name, []), rel.parts)
