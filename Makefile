@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 SCENARIO_CLIPS = $(patsubst %.yaml,%.mp4,$(wildcard training/synth/scenarios/*.yaml))
 
-.PHONY: install demo test lint fmt scenarios dataset train clean test-services test-services-rtsp
+.PHONY: install demo test lint fmt scenarios dataset train clean test-services test-services-rtsp test-services-labelstudio
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,25 @@ test-services-rtsp:
 	@/usr/bin/python3 tests/rtsp_server.py --check >/dev/null 2>&1 || \
 	 (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PKGS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PKGS) >/dev/null 2>&1))) || \
 	 echo "warning: no GStreamer RTSP server ($(RTSP_PKGS)); the RTSP tests will skip"
+
+# The Label Studio round trip (tests/integration/test_labelstudio.py) runs a real Label Studio from its own
+# virtualenv: it pins Django and much else that would clash with ours (about 1 GB, a minute from PyPI).
+# The stamp holds the pinned version, so a new pin reinstalls; the migrated template database makes each
+# start take seconds instead of ~20 s. Without it that test skips and says so.
+LABELSTUDIO       ?= label-studio==1.23.2
+LABELSTUDIO_VENV  ?= .venv-labelstudio
+LABELSTUDIO_STAMP  = $(LABELSTUDIO_VENV)/.installed
+test-services: test-services-labelstudio
+test-services-labelstudio:
+	@grep -qxF '$(LABELSTUDIO)' $(LABELSTUDIO_STAMP) 2>/dev/null || \
+	 (echo "installing $(LABELSTUDIO) into $(LABELSTUDIO_VENV) (about 1 GB)" && \
+	  (test -x $(LABELSTUDIO_VENV)/bin/python || $(PY) -m venv $(LABELSTUDIO_VENV)) && \
+	  $(LABELSTUDIO_VENV)/bin/python -m pip install --quiet --upgrade pip && \
+	  $(LABELSTUDIO_VENV)/bin/python -m pip install --quiet '$(LABELSTUDIO)' && \
+	  rm -rf $(LABELSTUDIO_VENV)/citywatch-template && \
+	  CITYWATCH_LABELSTUDIO_VENV=$(LABELSTUDIO_VENV) $(LABELSTUDIO_VENV)/bin/python tests/labelstudio.py --prepare && \
+	  echo '$(LABELSTUDIO)' > $(LABELSTUDIO_STAMP)) || \
+	 echo "warning: could not install $(LABELSTUDIO) into $(LABELSTUDIO_VENV); the Label Studio test will skip"
 
 # Then the end-to-end test once more against a mosquitto with the shipped ACL and a login per role
 # (deploy/mosquitto/acl): the product works behind the broker a bureau must run.
