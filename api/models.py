@@ -189,6 +189,13 @@ class Case(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
     recurrence_of_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
     after_evidence_sha256: Mapped[str | None] = mapped_column(String(64))
+    # -- the data team's loop (revision 0003): the desk's judgement of a detection ---------------
+    corrected_label: Mapped[str | None] = mapped_column(String(32))
+    corrected_bbox: Mapped[list[float] | None] = mapped_column(JSON)  # pixels of the evidence frame
+    corrected_at: Mapped[datetime | None]
+    corrected_by: Mapped[str | None] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime | None]  # the latest register, reject or correct
+    reviewed_by: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         # GET /cases orders by first_seen desc; each filter it takes has an index that ends in
@@ -201,6 +208,8 @@ class Case(Base):
         Index("ix_cases_unit_status_first_seen", "unit", "status", "first_seen"),
         Index("ix_cases_street_first_seen", "street", "first_seen"),
         Index("ix_cases_source_status_first_seen", "source", "status", "first_seen"),
+        # GET /reviews pages by (reviewed_at, id)
+        Index("ix_cases_reviewed_at_id", "reviewed_at", "id"),
         # overdue (awaiting disposal past the deadline) and disposed_late: small partial indexes
         Index(
             "ix_cases_awaiting_deadline",

@@ -83,6 +83,16 @@ class CasePublic(CaseBase):
     merged_into_id: int | None = None
     recurrence_of_id: int | None = None
     after_evidence_sha256: str | None = Field(default=None, description="the re-check frame that closed it")
+    corrected_label: str | None = Field(
+        default=None, description="the desk's class (POST /cases/{id}/correct)"
+    )
+    corrected_bbox: list[float] | None = Field(
+        default=None, description="the desk's box: xyxy in pixels of the evidence frame"
+    )
+    corrected_at: datetime | None = None
+    corrected_by: str | None = None
+    reviewed_at: datetime | None = Field(default=None, description="the latest register, reject or correct")
+    reviewed_by: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

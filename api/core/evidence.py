@@ -34,6 +34,38 @@ def check_sha256(digest: str) -> str:
     return digest
 
 
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header; None when ``data`` has none."""
+    if not data.startswith(JPEG_MAGIC):
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
+            return None
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS and i + 9 <= len(data):
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return (width, height) if width and height else None
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
 def disk_free_bytes(path: Path) -> int:
     """Bytes free for an unprivileged writer on ``path``'s file system."""
     return shutil.disk_usage(path).free
@@ -113,6 +145,13 @@ class EvidenceStore:
         except FileNotFoundError:
             return False
         return True
+
+    def frame_size(self, digest: str) -> tuple[int, int] | None:
+        """(width, height) of the stored JPEG ``digest``; None when it is gone or has no frame header."""
+        try:
+            return jpeg_size(self.read(digest))
+        except EvidenceNotFoundError:
+            return None
 
     def read(self, digest: str) -> bytes:
         path = self.path_for(digest)

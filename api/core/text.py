@@ -19,6 +19,7 @@ surrogates, which a 422 answer would otherwise echo and fail to encode.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from typing import Any
@@ -75,9 +76,12 @@ def xml_text(text: str) -> str:
 def json_safe(value: Any) -> Any:
     """``value`` (JSON-shaped) with each lone surrogate in its strings, keys too, made U+FFFD: UTF-8
     cannot encode one, so an answer that echoes one (``json.loads`` lets ``"\\ud800"`` through)
-    would fail with a 500."""
+    would fail with a 500. Likewise a NaN or an infinity (``json.loads`` takes ``NaN``, ``Infinity``)
+    becomes the string ``"nan"`` / ``"inf"`` / ``"-inf"``: strict JSON has no such number."""
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, dict):
         return {json_safe(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

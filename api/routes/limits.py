@@ -8,7 +8,9 @@ content types, the credential and role needed up front, its quotas, the upload f
   field unit credential.
 - ``POST /auth/token``: 16 KiB, urlencoded or multipart; the token quota per address.
 - ``POST /recheck-results/{stream}``: the ingest payload limit, JSON; a detector or admin credential.
+- ``POST /cases/{id}/correct``: ``json_max_bytes``, JSON; a reviewer, dispatcher or admin credential.
 - ``POST /cases/{id}/{action}``: ``json_max_bytes``, JSON; a credential.
+- ``GET /reviews``: ``json_max_bytes``; a reviewer, dispatcher or admin credential.
 - anything else: ``json_max_bytes``, any type.
 
 The form routes also take one file at most (``FORM_LIMITS``).
@@ -24,6 +26,7 @@ from starlette.responses import Response
 from api.core.config import Settings
 from api.core.ingress import Quotas, RoutePolicy
 from api.services.auth import Role
+from api.services.reviews import CORRECTORS, REVIEW_READERS
 
 FORM = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
 MULTIPART = frozenset({"multipart/form-data"})
@@ -102,7 +105,19 @@ def build_policies(
             roles=RECHECK_ANSWERERS,
         ),
         RoutePolicy(
+            "correct detections",
+            "POST",
+            r"/cases/[^/]+/correct",
+            settings.json_max_bytes,
+            JSON,
+            credential=True,
+            roles=CORRECTORS,
+        ),
+        RoutePolicy(
             "act on cases", "POST", r"/cases/[^/]+/[^/]+", settings.json_max_bytes, JSON, credential=True
+        ),
+        RoutePolicy(
+            "read reviews", "GET", r"/reviews", settings.json_max_bytes, credential=True, roles=REVIEW_READERS
         ),
     ]
     default = RoutePolicy("send this", "*", r".*", settings.json_max_bytes)

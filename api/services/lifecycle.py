@@ -171,11 +171,21 @@ def apply(
     return event
 
 
+def _judged(ctx: _Ctx, case: Case) -> None:
+    """The desk's latest judgement of the detection (``GET /reviews`` pages by it)."""
+    case.reviewed_at, case.reviewed_by = ctx.now, ctx.principal.actor
+
+
+def _register(ctx: _Ctx, case: Case, _p: Params) -> None:
+    _judged(ctx, case)
+
+
 def _reject(ctx: _Ctx, case: Case, p: Params) -> None:
     if p.reason is None:
         raise InvalidRequestError("reject needs a reason: false_positive, out_of_scope or self_resolved")
     case.resolution = p.reason.value
     p.data["reason"] = p.reason.value
+    _judged(ctx, case)
 
 
 def _merge(ctx: _Ctx, case: Case, p: Params) -> None:
@@ -274,6 +284,7 @@ def _rework(ctx: _Ctx, case: Case, _p: Params) -> None:
 
 
 _EFFECTS: dict[Action, Callable[[_Ctx, Case, Params], None]] = {
+    Action.register: _register,
     Action.reject: _reject,
     Action.merge: _merge,
     Action.dispatch: _dispatch,

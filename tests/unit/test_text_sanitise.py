@@ -161,8 +161,10 @@ def test_assessment_csv_escapes_formula_keys_and_reads_back() -> None:
         ({"k\udc00": ["x\ud800", 1, None]}, {"k\ufffd": ["x\ufffd", 1, None]}),
         (("t\ud800",), ["t\ufffd"]),
         ("ok \x00 \u202e", "ok \x00 \u202e"),  # JSON escapes controls itself
+        ({"input": float("nan")}, {"input": "nan"}),  # a body's NaN echoed in a 422
+        ([float("inf"), float("-inf"), 1.5], ["inf", "-inf", 1.5]),
     ],
 )
 def test_json_safe_makes_lone_surrogates_encodable(value: Any, safe: Any) -> None:
     assert json_safe(value) == safe
-    json.dumps(json_safe(value), ensure_ascii=False).encode("utf-8")  # raises if one is left
+    json.dumps(json_safe(value), ensure_ascii=False, allow_nan=False).encode("utf-8")  # raises if one is left
