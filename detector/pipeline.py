@@ -8,8 +8,9 @@ so a file replayed as fast as the machine allows gives the same events as the li
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,13 @@ class ModelInfo:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
 
+#: Called after each sample with (pipeline, ts, clean image, detections, the events it sent): the frame
+#: collector (``detector.collect``) hooks in here. It runs on the inference thread, so it must be cheap.
+FrameObserver = Callable[
+    ["StreamPipeline", float, npt.NDArray[np.uint8], Detections, list[dict[str, Any]]], None
+]
+
+
 def event_seq(update: ViolationUpdate) -> int:
     tenths = max(0, round((update.ts - update.first_seen) * SEQ_PER_S))
     return tenths * 2 + (1 if update.event == "cleared" else 0)
@@ -74,6 +82,7 @@ class StreamPipeline:
     sink: EventSink
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     rule_models: Mapping[str, ModelInfo] = field(default_factory=dict)
+    observer: FrameObserver | None = None
     engine: RuleEngine = field(init=False)
     zones: dict[str, Zone] = field(init=False)
     events_sent: int = 0
@@ -102,6 +111,10 @@ class StreamPipeline:
         """The model that serves ``rule`` on this stream."""
         return self.rule_models.get(rule, self.model)
 
+    def held_frames(self) -> Mapping[float, npt.NDArray[np.uint8]]:
+        """The clean frames kept for evidence (the best frame of each active violation), by timestamp."""
+        return MappingProxyType(self._frames)
+
     def min_score(self, rule: str) -> float:
         """The score a detection needs for ``rule`` on this stream (its stream-level parameters);
         ``UNKNOWN_RULE_MIN_SCORE`` for a name that is no rule."""
@@ -118,6 +131,8 @@ class StreamPipeline:
         self._frames[ts] = image
         updates = self.engine.step(dets, ts, (w, h))
         out = [self._emit(u, image) for u in updates]
+        if self.observer is not None:
+            self.observer(self, ts, image, dets, out)
         keep = self.engine.evidence_frames() | {ts}
         for old in [t for t in self._frames if t not in keep]:
             del self._frames[old]

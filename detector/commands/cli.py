@@ -7,6 +7,7 @@ and the detector never imports the API: ``citywatch api`` runs it as its own pro
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -43,11 +44,24 @@ data team
                             model's exports on this CPU and cache the fastest
   eval-clips EXPECTATIONS.yaml [--json] [--config FILE] [--evidence-dir DIR]
                             real clips and stills against written expectations: false and missed cases
+  collect sync --api URL [--key KEY] [--dir DIR] [--since ISO]
+                            the desk's verdicts (GET /reviews) into the collected case frames
+  collect stats [--dir DIR] [--json]
+                            collected frames (streams.yaml `collect:`) per stream and reason
 
 run `citywatch <command> --help` for the options of each.
 """
 
 Main = Callable[[list[str]], int]
+
+#: ``citywatch collect <sub>``: the module whose ``main(argv)`` runs it, given ``[sub, *options]``
+#: (detector's own, or training's by name: the detector never imports training).
+COLLECT = {
+    "sync": "detector.collect.cli",
+    "stats": "detector.collect.cli",
+    "export": "training.collect_cli",
+    "import": "training.collect_cli",
+}
 
 
 def _entry(module: str, attr: str = "main") -> Main:
@@ -81,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             print("usage: citywatch synth dataset|scenario|flight ...", file=sys.stderr)
             return 2
         return _entry(sub[rest[0]])(rest[1:])
+    if cmd == "collect":
+        return _collect(rest)
     if cmd == "models" and rest[:1] == ["tune"]:  # the detector's runtime on this host, not training's
         return _entry("detector.inference.tune")(rest[1:])
     if cmd in ("train", "eval", "export", "models"):
@@ -98,6 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"citywatch: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     return table[cmd](rest)
+
+
+def _collect(rest: list[str]) -> int:
+    module = COLLECT.get(rest[0]) if rest else None
+    if module is None:
+        print(f"usage: citywatch collect {'|'.join(COLLECT)} ...", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec(module) is None:
+        print(f"citywatch collect {rest[0]}: not in this installation ({module})", file=sys.stderr)
+        return 2
+    return _entry(module)(rest)
 
 
 def _entry_lazy(module: str) -> Main:

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from detector.collect.collector import Collector
 from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamConfig, load_config
 from detector.contracts.detections import Detections
 from detector.contracts.errors import DetectorError
@@ -76,6 +77,7 @@ class Detector:
     post: list[SerialHandler] = field(default_factory=list)
     rechecker: Rechecker | None = None
     models: RuleModelSet | None = None
+    collector: Collector | None = None  # frames worth labelling (streams.yaml `collect:`)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -101,6 +103,8 @@ class Detector:
         self.publisher = Publisher(self.comm, self.outbox, topic_prefix=cfg.mqtt.topic_prefix)
         backends = {mid: m.backend for mid, m in models.models.items()}
         self.service = InferenceService(backends, self.stop_event, max_batch=models.batches)
+        if cfg.collect.enabled:
+            self.collector = Collector.from_config(cfg.collect, base).start()
         for stream in cfg.enabled_streams:
             plan = models.plan(stream)
             handler = self._handler(self._pipeline(stream, plan))
@@ -132,6 +136,8 @@ class Detector:
         else:
             pipe = StreamPipeline(stream, plan.default, self.publisher, self.cfg.evidence, plan.rule_infos)
         self.pipelines[stream.id] = pipe
+        if self.collector is not None:
+            self.collector.attach(pipe)
         return pipe
 
     def _extra_state(self, stream_id: str) -> Any:
@@ -172,6 +178,8 @@ class Detector:
             post.close()
         for pipe in self.pipelines.values():
             pipe.finish()
+        if self.collector is not None:
+            self.collector.stop()
         if self.publisher is not None:
             if not self.publisher.flush(flush_s):
                 log.warning("outbox still holds unacknowledged events; they are sent on the next start")

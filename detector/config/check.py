@@ -23,7 +23,7 @@ EXIT_UNREADABLE = 2
 
 
 def summary(config: CitywatchConfig) -> str:
-    """``3 streams (2 enabled), 5 zones; rules: illegal_parking in 3 zones, ...``."""
+    """``3 streams (2 enabled), 5 zones; rules: illegal_parking in 3 zones, ...[; collect: on (...)]``."""
     streams = config.streams
     zones = [zone for stream in streams for zone in stream.zones]
     per_rule = Counter(rule for zone in zones for rule in zone.rules)
@@ -31,9 +31,11 @@ def summary(config: CitywatchConfig) -> str:
         f"{rule} in {per_rule[rule]} zone{_s(per_rule[rule])}" for rule in RULE_NAMES if per_rule[rule]
     )
     enabled = sum(1 for stream in streams if stream.enabled)
+    collect = config.collect
+    kept = f"; {collect.describe(sum(1 for s in streams if not s.collect))}" if collect.enabled else ""
     return (
         f"{len(streams)} stream{_s(len(streams))} ({enabled} enabled), {len(zones)} zone{_s(len(zones))}; "
-        f"rules: {rules or 'none'}"
+        f"rules: {rules or 'none'}{kept}"
     )
 
 

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from detector.config.collect import CollectConfig
 from detector.config.errors import ConfigProblem, Loc, Problem, problems_from_validation_error
 from detector.config.ingest import IngestConfig
 from detector.config.model import RULE_MODELS_DESCRIPTION, ModelConfig, RuleModels, check_rule_models
@@ -255,6 +256,9 @@ class StreamConfig(_Section):
         description="Wall time of a file's first frame (ISO 8601 with offset); None reads file metadata.",
     )
     enabled: bool = Field(default=True, description="false keeps the entry but does not open the stream.")
+    collect: bool = Field(
+        default=True, description="false: no frame of this stream is kept for labelling (see `collect`)."
+    )
     file_speed: float = Field(
         default=1.0,
         ge=0.0,
@@ -338,6 +342,9 @@ class CitywatchConfig(_Section):
     )
     outbox: OutboxConfig = Field(default_factory=lambda: OutboxConfig(), description="Durable event outbox.")
     evidence: EvidenceConfig = Field(default_factory=lambda: EvidenceConfig(), description="Evidence images.")
+    collect: CollectConfig = Field(
+        default_factory=lambda: CollectConfig(), description="Frames kept for labelling (off by default)."
+    )
     defaults: DefaultsConfig = Field(
         default_factory=lambda: DefaultsConfig(), description="Defaults for all streams."
     )
