@@ -168,7 +168,8 @@ class Collector:
     ) -> None:
         sid = pipe.stream.id
         st = self._streams.setdefault(sid, _StreamState())
-        key = (pipe.model.id, tuple(sorted((r, i.id) for r, i in pipe.rule_models.items())))
+        # the ModelInfos themselves: a hot swap keeps a model's id but brings a new info (its classes)
+        key = (pipe.model, tuple(sorted(pipe.rule_models.items(), key=lambda item: item[0])))
         if st.policy is None or st.policy_key != key:  # first sample, or the models were swapped
             st.policy, st.policy_key = StreamPolicy.of(pipe), key
         rows = flatten(dets, pipe.model.id, pipe.model.rule_labels)

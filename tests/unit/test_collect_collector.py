@@ -165,3 +165,42 @@ def test_stats_and_the_start_scan(tmp_path: Path) -> None:
     stats = again.stats()
     assert stats["frames"] == 1 and stats["mib"] >= 0
     assert json.dumps(stats)
+
+
+def test_a_model_swapped_in_place_renews_the_policy(tmp_path: Path) -> None:
+    """A hot swap (detector.inference.hotswap) keeps a model's id and assigns a new ModelInfo: the policy
+    follows its classes. Here the bureau model's new version also finds vehicles (vending's veto), so a
+    vehicle only COCO sees becomes a disagreement."""
+    text = (
+        "version: 1\n"
+        "streams:\n"
+        "  - id: cam\n"
+        "    url: a.mp4\n"
+        "    zones: [{id: z, polygon: [[0, 0], [1, 0], [1, 1], [0, 1]],\n"
+        "             rules: [illegal_parking, street_vending]}]\n"
+    )
+    two = load_config_text(text, environ={}).config.streams[0]
+    coco = ModelInfo("yolov8n-coco", "1.0.0", None, ("car",), {"car": "vehicle"})
+    old = ModelInfo("citywatch-synth", "1.2.0", None, ("stall",), {"stall": "vendor"})
+    col = collector(tmp_path, disagreement=True).start()
+    p = StreamPipeline(
+        two,
+        old,
+        JsonlSink(tmp_path / "e.jsonl"),
+        rule_models={"illegal_parking": coco, "street_vending": old},
+    )
+    col.attach(p)
+    dets = make_detections([CAR], 0.9, "car", class_names=("car",))
+    dets.data["label"] = np.array(["vehicle"], object)
+    dets.data["model"] = np.array([coco.id], object)
+    p.process(T0, frame(0), dets)  # the bureau model has no vehicle class: nothing to disagree with
+    new = ModelInfo(
+        "citywatch-synth", "1.3.0", None, ("vehicle", "stall"), {"vehicle": "vehicle"}, key=old.id
+    )
+    p.model, p.rule_models = new, {"illegal_parking": coco, "street_vending": new}
+    p.process(T0 + 2, frame(1), dets)
+    col.stop()
+    [rec] = records(tmp_path / "var/collect")
+    assert rec.reasons == ["disagreement"]
+    assert rec.captured_at.timestamp() == pytest.approx(T0 + 2)
+    assert rec.model is not None and rec.model.version == "1.3.0"
