@@ -1,7 +1,8 @@
 """Frames worth labelling: the detector keeps a bounded, per-stream sample of clean frames.
 
-- ``record``: the sidecar (:class:`~detector.collect.record.FrameRecord`, schema version 1) and the
-  layout ``<dir>/<stream>/<YYYY-MM-DD>/<frame_id>.jpg + .json``; pydantic only, nothing of the pipeline.
+- ``record``: the sidecar (:class:`~detector.contracts.frames.FrameRecord`, schema version 1) and the
+  layout ``<dir>/<stream>/<YYYY-MM-DD>/<frame_id>.jpg + .json``, re-exported from the contracts
+  (``detector.contracts.frames``: training reads and writes the same files).
 - ``policy``: what to keep (near a rule's threshold, two models disagreeing, a uniform sample per hour)
   and the per-stream, per-hour cap.
 - ``collector``: the pipeline hook (``StreamPipeline.observer``), a bounded queue and one writer thread.

@@ -48,6 +48,12 @@ data team
                             the desk's verdicts (GET /reviews) into the collected case frames
   collect stats [--dir DIR] [--json]
                             collected frames (streams.yaml `collect:`) per stream and reason
+  collect export --format labelstudio|cvat|yolo|coco --out DIR [--dir DIR] [--reasons R,..]
+                 [--streams S,..] [--since DAY] [--unlabelled-only] [--image-url local-files:ROOT|prefix:URL]
+                            collected frames for a labelling tool, the model's boxes as
+                            pre-annotations corrected by the desk's verdicts
+  collect import FILE_OR_DIR --format ... [--dir DIR] [--class-map MAP] [--skip-unknown] [--by NAME]
+                            a labelling tool's export back: `labels` in the frames' sidecars
 
 run `citywatch <command> --help` for the options of each.
 """
