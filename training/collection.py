@@ -38,12 +38,13 @@ from detector.contracts.frames import (
     sidecars,
     write_record,
 )
-from training.dataset_build import MATCH_IOU
 from training.errors import TrainingError
 from training.labelio import Box, LabelledImage, default_names, label_studio_config, label_studio_tasks
 from training.labelio.labelstudio import ImageURL, Mode
 
 REASONS: tuple[str, ...] = get_args(Reason)
+#: a prediction is the case's detection (or the desk's box) when it overlaps it this much
+MATCH_IOU = 0.3
 #: rejection reasons that say the detection itself was wrong (None: a rejection from before reasons)
 WRONG_DETECTION = frozenset({"false_positive", None})
 #: ``labelled_by`` of an import in each format (the design's names)

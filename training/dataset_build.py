@@ -5,10 +5,12 @@ Inputs (any mix):
 * **collections** (``--collection DIR``, repeatable): the detector's frames (``detector/collect``: a JPEG and
   a JSON sidecar per frame). A frame enters with the *labeller's* boxes when it was labelled (``labels``,
   from ``citywatch collect import``). A frame the desk judged but nobody labelled enters with the model's
-  boxes at or above ``--pseudo-conf`` as the rest of the frame, corrected by the verdict: a *rejected*
-  case's box is removed (a hard negative: the model's mistake is now labelled as nothing), a *corrected*
-  case's box is replaced by the desk's box and class, a *confirmed* one stays. Frames that are neither
-  labelled nor reviewed are left out (nobody has said what is in them).
+  boxes at or above ``--pseudo-conf`` as the rest of the frame, corrected by the verdict as
+  ``citywatch collect export`` corrects its pre-annotations (:func:`training.collection.frame_boxes`): a
+  case *rejected as a false positive* loses its box (a hard negative: the model's mistake is now labelled
+  as nothing), one rejected as out of scope or self-resolved keeps it (the object was there), a
+  *corrected* case's box is replaced by the desk's box and class, a *confirmed* one stays. Frames that
+  are neither labelled nor reviewed are left out (nobody has said what is in them).
 * **synthetic scenes** (``--synth DATASET_YAML --synth-ratio R``): R synthetic images per real image, drawn
   from the synthetic train and val splits into ours (never into test).
 
@@ -34,18 +36,14 @@ from typing import Any
 
 import yaml
 
+from detector.contracts.frames import CollectError, FrameRecord, read_record, sidecars
 from detector.contracts.manifest import load_manifest
+from training.collection import VerdictCounts, frame_boxes
 from training.dataset import label_path, load_dataset
 from training.errors import DatasetError
+from training.labelio import Box
 
 SPLITS = ("train", "val", "test")
-MATCH_IOU = 0.3  # a prediction is the case's box when it overlaps it this much
-
-
-@dataclass(frozen=True)
-class Box:
-    label: str  # rule label (vehicle, vendor, litter, structure)
-    xyxy: tuple[float, float, float, float]  # pixels
 
 
 @dataclass
@@ -73,64 +71,11 @@ class BuildResult:
     items: list[Item] = field(repr=False)
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _box(raw: dict[str, Any], where: str) -> Box:
-    try:
-        x1, y1, x2, y2 = (float(v) for v in raw["xyxy"])
-        return Box(str(raw["label"]), (x1, y1, x2, y2))
-    except (KeyError, TypeError, ValueError) as err:
-        raise DatasetError(f"{where}: a box needs `label` and `xyxy` [x1, y1, x2, y2]: {raw!r}") from err
-
-
-def _case_box(review: dict[str, Any], width: int, height: int) -> tuple[float, float, float, float] | None:
-    """The box the case was opened on, in pixels of the frame (the API gives it normalised)."""
-    raw = review.get("case_xyxy")
-    if raw is not None:
-        return tuple(float(v) for v in raw)  # type: ignore[return-value]
-    norm = review.get("bbox")
-    if norm is None:
-        return None
-    x1, y1, x2, y2 = (float(v) for v in norm)
-    return (x1 * width, y1 * height, x2 * width, y2 * height)
-
-
-def reviewed_boxes(record: dict[str, Any], pseudo_conf: float, where: str) -> tuple[list[Box], int, int]:
-    """The boxes of a desk-reviewed, unlabelled frame: (boxes, corrected, negatives)."""
-    review = record["review"]
-    width, height = int(record["width"]), int(record["height"])
-    boxes = [
-        _box(p, where) for p in record.get("predictions") or [] if float(p.get("score", 0.0)) >= pseudo_conf
-    ]
-    verdict = review.get("verdict")
-    case = _case_box(review, width, height)
-    label = review.get("case_label") or review.get("original_label")
-    if verdict not in ("rejected", "corrected"):
-        return boxes, 0, 0
-
-    def is_case(b: Box) -> bool:
-        if case is not None:
-            return _iou(b.xyxy, case) >= MATCH_IOU
-        return label is not None and b.label == label  # no box known: every box of the case's label
-
-    kept = [b for b in boxes if not is_case(b)]
-    if verdict == "rejected":
-        return kept, 0, 1
-    fixed = review.get("xyxy")
-    if fixed is None or review.get("label") is None:
-        raise DatasetError(f"{where}: a corrected review needs the desk's `label` and `xyxy`")
-    return [*kept, _box({"label": review["label"], "xyxy": fixed}, where)], 1, 0
-
-
-def _day(record: dict[str, Any], sidecar: Path) -> str:
-    at = str(record.get("captured_at") or "")
-    return at[:10] if len(at) >= 10 else sidecar.parent.name
+def record_boxes(record: FrameRecord, pseudo_conf: float) -> tuple[list[Box], VerdictCounts]:
+    """Labels of a labelled frame; a reviewed one's predictions >= ``pseudo_conf``, verdict applied."""
+    counts = VerdictCounts()
+    boxes = frame_boxes(record, counts)
+    return [b for b in boxes if b.score is None or b.score >= pseudo_conf], counts
 
 
 def read_collection(folder: Path, pseudo_conf: float) -> tuple[list[Item], Counter[str]]:
@@ -139,41 +84,33 @@ def read_collection(folder: Path, pseudo_conf: float) -> tuple[list[Item], Count
         raise DatasetError(f"collection {folder} is not a folder (the detector's collect.dir)")
     items: list[Item] = []
     left_out: Counter[str] = Counter()
-    for sidecar in sorted(folder.rglob("*.json")):
-        if sidecar.name.startswith("."):
-            continue
-        where = str(sidecar)
+    for sidecar in sidecars(folder):
         try:
-            record = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise DatasetError(f"{where}: not a readable frame record: {err}") from err
+            record = read_record(sidecar)
+        except CollectError as err:
+            raise DatasetError(str(err)) from err
         image = sidecar.with_suffix(".jpg")
         if not image.is_file():
             left_out["image missing"] += 1
             continue
-        if record.get("labels") is not None:
-            source, (boxes, corrected, negatives) = (
-                "labelled",
-                ([_box(b, where) for b in record["labels"]], 0, 0),
-            )
-        elif record.get("review") is not None:
-            source, (boxes, corrected, negatives) = "reviewed", reviewed_boxes(record, pseudo_conf, where)
-        else:
+        if record.labels is None and record.review is None:
             left_out["neither labelled nor reviewed"] += 1
             continue
-        stream = str(record.get("stream") or sidecar.parent.parent.name)
+        boxes, counts = record_boxes(record, pseudo_conf)
+        if counts.unmatched:
+            left_out["reviewed, the case's box not among the predictions (kept as predicted)"] += 1
         items.append(
             Item(
-                source=source,
+                source="labelled" if record.labels is not None else "reviewed",
                 image=image,
-                width=int(record["width"]),
-                height=int(record["height"]),
+                width=record.width,
+                height=record.height,
                 boxes=boxes,
-                group=f"{stream}/{_day(record, sidecar)}",
-                stream=stream,
-                name=str(record.get("id") or sidecar.stem),
-                corrected=corrected,
-                negatives=negatives,
+                group=f"{record.stream}/{record.captured_at.astimezone(UTC).date().isoformat()}",
+                stream=record.stream,
+                name=record.id,
+                corrected=counts.replaced,
+                negatives=counts.removed,
             )
         )
     return items, left_out

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 import yaml
 
-from training.dataset_build import assign_splits, build, reviewed_boxes
+from detector.contracts.frames import FrameRecord
+from training.dataset_build import assign_splits, build, record_boxes
 from training.dataset_cli import main as cli_main
 from training.errors import DatasetError
 
 W, H = 200, 100
-CAR = {"label": "vehicle", "xyxy": [10.0, 10.0, 50.0, 40.0], "score": 0.9}
-STALL = {"label": "vendor", "xyxy": [100.0, 20.0, 160.0, 80.0], "score": 0.6}
-LOW = {"label": "litter", "xyxy": [170.0, 70.0, 190.0, 90.0], "score": 0.3}
+M = "citywatch-synth@1.2.0"
+CAR = {"label": "vehicle", "xyxy": [10.0, 10.0, 50.0, 40.0], "score": 0.9, "model": M}
+STALL = {"label": "vendor", "xyxy": [100.0, 20.0, 160.0, 80.0], "score": 0.6, "model": M}
+LOW = {"label": "litter", "xyxy": [170.0, 70.0, 190.0, 90.0], "score": 0.3, "model": M}
 
 
 def frame(folder: Path, stream: str, day: str, n: int, **record: Any) -> Path:
@@ -30,7 +32,7 @@ def frame(folder: Path, stream: str, day: str, n: int, **record: Any) -> Path:
     cv2.imwrite(str(where / f"{fid}.jpg"), img)
     side = {
         "version": 1, "id": fid, "stream": stream, "captured_at": f"{day}T02:00:00.000Z", "width": W,
-        "height": H, "reasons": ["case"], "model": {"name": "m", "version": "1.0.0", "sha256": None},
+        "height": H, "reasons": ["case"], "model": {"name": "citywatch-synth", "version": "1.2.0"},
         "predictions": [CAR, STALL, LOW], "violation_id": f"v{n}", "review": None, "labels": None,
         "labelled_by": None, **record,
     }  # fmt: skip
@@ -44,41 +46,38 @@ def labels_of(out: Path, name: str) -> list[list[float]]:
     return [[float(v) for v in line.split()] for line in found[0].read_text().splitlines()]
 
 
-REJECT_STALL = {"verdict": "rejected", "reason": "false_positive", "bbox": [0.5, 0.2, 0.8, 0.8]}
-CORRECT_STALL = {
-    "verdict": "corrected", "bbox": [0.5, 0.2, 0.8, 0.8],
-    "label": "litter", "xyxy": [105.0, 50.0, 150.0, 90.0],
-}  # fmt: skip
+STALL_CASE = {"case_id": 7, "case_label": "vendor", "case_xyxy": [100.0, 20.0, 160.0, 80.0]}
+REJECT_STALL = {"verdict": "rejected", "reason": "false_positive", **STALL_CASE}
+CORRECT_STALL = {"verdict": "corrected", "label": "litter", "xyxy": [105.0, 50.0, 150.0, 90.0], **STALL_CASE}
 
 
 @pytest.mark.parametrize(
     ("review", "labels", "corrected", "negatives"),
     [
-        ({"verdict": "confirmed"}, {"vehicle", "vendor"}, 0, 0),
+        ({"verdict": "confirmed", "case_id": 7}, {"vehicle", "vendor"}, 0, 0),
         (REJECT_STALL, {"vehicle"}, 0, 1),
         (CORRECT_STALL, {"vehicle", "litter"}, 1, 0),
-        # no box given: every box of the case's label is the case's
-        ({"verdict": "rejected", "case_label": "vendor"}, {"vehicle"}, 0, 1),
+        # no box given: the predictions of the case's label are the case's
+        (
+            {"verdict": "rejected", "case_id": 7, "reason": "false_positive", "case_label": "vendor"},
+            {"vehicle"},
+            0,
+            1,
+        ),
+        # the object was there, only the violation was not: its box stays
+        ({**REJECT_STALL, "reason": "out_of_scope"}, {"vehicle", "vendor"}, 0, 0),
     ],
 )
-def test_reviewed_boxes_apply_the_verdict(
+def test_record_boxes_apply_the_verdict(
     review: dict[str, Any], labels: set[str], corrected: int, negatives: int
 ) -> None:
-    record = {"width": W, "height": H, "predictions": [CAR, STALL, LOW], "review": review}
-    boxes, c, n = reviewed_boxes(record, 0.5, "x.json")
+    record = FrameRecord.model_validate(
+        {"id": "f", "stream": "cam-a", "captured_at": "2026-06-01T02:00:00Z", "width": W, "height": H,
+         "reasons": ["case"], "predictions": [CAR, STALL, LOW], "review": review}
+    )  # fmt: skip
+    boxes, counts = record_boxes(record, 0.5)
     assert {b.label for b in boxes} == labels  # the 0.3 litter prediction is below --pseudo-conf
-    assert (c, n) == (corrected, negatives)
-
-
-def test_corrected_review_without_the_desk_box_is_an_error() -> None:
-    record = {
-        "width": W,
-        "height": H,
-        "predictions": [STALL],
-        "review": {"verdict": "corrected", "bbox": None},
-    }
-    with pytest.raises(DatasetError, match="corrected review needs"):
-        reviewed_boxes(record, 0.5, "x.json")
+    assert (counts.replaced, counts.removed) == (corrected, negatives)
 
 
 @pytest.mark.parametrize("groups", [3, 5, 12])
@@ -102,7 +101,7 @@ def test_build_holds_corrections_and_negatives_split_by_camera_and_day(tmp_path:
         for day in ("2026-06-01", "2026-06-02"):
             for _ in range(3):
                 n += 1
-                frame(col, cam, day, n, review={"verdict": "confirmed"})
+                frame(col, cam, day, n, review={"verdict": "confirmed", "case_id": n})
     rejected = frame(col, "cam-a", "2026-06-01", 100, review=REJECT_STALL)
     corrected = frame(col, "cam-b", "2026-06-02", 101, review=CORRECT_STALL)
     labelled = frame(col, "cam-c", "2026-06-01", 102, labels=[], labelled_by="label-studio")
@@ -138,6 +137,7 @@ def test_build_holds_corrections_and_negatives_split_by_camera_and_day(tmp_path:
 def test_build_never_overwrites_and_reports_unknown_labels(tmp_path: Path) -> None:
     col = tmp_path / "collect"
     frame(col, "cam-a", "2026-06-01", 1, labels=[{"label": "pothole", "xyxy": [1, 1, 20, 20]}])
+    frame(col, "cam-a", "2026-06-01", 3, review={"verdict": "confirmed", "case_id": 3})
     frame(col, "cam-b", "2026-06-01", 2, labels=[])
     with pytest.raises(DatasetError, match="pothole"):
         build(tmp_path / "ds", [col])
