@@ -104,10 +104,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     s = msub.add_parser("show", help="model card and manifest entry")
     s.add_argument("ref", help="name or name@version")
-    pr = msub.add_parser("promote", help="make a model the default one")
+    pr = msub.add_parser(
+        "promote", help="make a model the default one, if the gate finds it no worse than the current one"
+    )
     pr.add_argument("ref", help="name (always its highest version) or name@version (pinned)")
     pr.add_argument("--backend", choices=["ultralytics", "onnx", "openvino"], default=None)
     pr.add_argument("--precision", choices=["fp32", "int8"], default=None)
+    _gate_options(pr)
+    rb = msub.add_parser("rollback", help="return the default to the model the last promotion replaced")
+    rb.add_argument("--by", default=None, help="who rolls back (default: the login name)")
+    rb.add_argument("--reason", default=None, help="why (recorded in the manifest history)")
     rh = msub.add_parser(
         "rehash",
         help="record the sha256 of a model's export files as they are now (only for files you trust)",
@@ -117,6 +123,27 @@ def _parser() -> argparse.ArgumentParser:
         "tune", help="measure a model's exports on this CPU, cache the fastest (`citywatch models tune`)"
     )
     return p
+
+
+def _gate_options(pr: argparse.ArgumentParser) -> None:
+    pr.add_argument(
+        "--tolerance", type=float, default=0.02, help="largest absolute AP50 drop allowed per class (0.02)"
+    )
+    pr.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="evaluate both models on this dataset yaml's holdout (default: the recorded metrics when both "
+        "come from the same holdout, else the dataset the candidate was measured on)",
+    )
+    pr.add_argument("--split", default=None, help="with --data: the split (default: test, else val)")
+    pr.add_argument(
+        "--suite", type=Path, default=None, help="also run this eval-clips EXPECTATIONS.yaml with each model"
+    )
+    pr.add_argument("--force", action="store_true", help="promote although the gate refuses (needs --by)")
+    pr.add_argument("--by", default=None, help="who promotes (required with --force)")
+    pr.add_argument("--reason", default=None, help="why (recorded in the manifest history)")
+    pr.add_argument("--json", action="store_true", help="print the gate result as one JSON object")
 
 
 def _resolve_model(ref: str) -> tuple[ModelEntry | None, Path]:
@@ -219,7 +246,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_models(a: argparse.Namespace) -> int:
-    from training import registry
+    from training import promotion, registry
 
     if a.models_command == "tune":  # the detector's command; `citywatch` hands it there directly
         print("models tune measures the detector's runtime: run `citywatch models tune`", file=sys.stderr)
@@ -231,9 +258,33 @@ def _cmd_models(a: argparse.Namespace) -> int:
     elif a.models_command == "rehash":
         for ref in registry.rehash(a.refs):
             print(f"{ref}: recorded the sha256 of its export files in the manifest")
+    elif a.models_command == "rollback":
+        rec = promotion.rollback(by=a.by, reason=a.reason)
+        print(f"default model is now {rec.to} (rolled back from {rec.from_}; recorded in the history)")
     else:
-        entry = registry.promote(a.ref, backend=a.backend, precision=a.precision)
-        print(f"default model is now {a.ref} ({entry.ref}, {entry.backend}/{entry.precision})")
+        return _promote(a)
+    return 0
+
+
+def _promote(a: argparse.Namespace) -> int:
+    from training import promotion
+
+    try:
+        result, rec = promotion.promote(
+            a.ref, backend=a.backend, precision=a.precision, tolerance=a.tolerance, data=a.data,
+            split=a.split, suite=a.suite, force=a.force, by=a.by, reason=a.reason,
+        )  # fmt: skip
+    except promotion.PromotionRefused as err:
+        if a.json:
+            print(json.dumps({**err.result.as_json(), "promoted": False}, sort_keys=True))
+        print(f"citywatch models promote: refused: {err}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(json.dumps({**result.as_json(), "promoted": True, "forced": rec.forced}, sort_keys=True))
+        return 0
+    print(result.format_text())
+    forced = " FORCED past the gate" if rec.forced else ""
+    print(f"default model is now {a.ref} ({rec.to}){forced}; recorded in the history by {rec.by}")
     return 0
 
 

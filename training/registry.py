@@ -1,4 +1,4 @@
-"""The model folder: model cards, manifest entries, exports, promotion, listing.
+"""The model folder: model cards, manifest entries, exports, listing (promotion: :mod:`training.promotion`).
 
 Every change to ``manifest.yaml`` happens under an exclusive lock on ``models/.manifest.lock`` (load, change,
 atomic save), so two commands cannot lose each other's entries. Whatever writes an artefact's entry writes
@@ -15,15 +15,14 @@ from typing import Any
 
 import yaml
 
-from detector.contracts.artifacts import artifact_checksums, export_checksums, verified_path, verify_entry
+from detector.contracts.artifacts import artifact_checksums, export_checksums, verify_entry
+from detector.contracts.history import HistoryRecord
 from detector.contracts.manifest import (
     MANIFEST_NAME,
     REPO_ROOT,
-    Backend,
     Manifest,
     ManifestError,
     ModelEntry,
-    Precision,
     load_manifest,
     models_dir,
     parse_manifest,
@@ -33,6 +32,7 @@ from detector.contracts.manifest import (
 from training.errors import RegistryError
 
 LOCK_NAME = ".manifest.lock"
+HISTORY_SHOWN = 10  # `models list` / `models show`: the newest history records
 
 
 @contextlib.contextmanager
@@ -241,22 +241,6 @@ def rehash(refs: list[str], folder: Path | None = None) -> list[str]:
     return done
 
 
-def promote(ref: str, backend: Backend | None = None, precision: Precision | None = None) -> ModelEntry:
-    """Make ``ref`` (``name`` or ``name@version``) the default; optionally switch its backend / precision."""
-    with editing_manifest() as manifest:
-        entry = manifest.get(ref)
-        if backend is not None:
-            entry.backend = backend
-        if precision is not None:
-            entry.precision = precision
-        try:
-            verified_path(entry)  # the artifact the detector will load must exist and match its sha256
-        except ManifestError as err:
-            raise RegistryError(f"not promoting {entry.ref}: {err}") from err
-        manifest.default = ref
-    return entry
-
-
 def list_table(manifest: Manifest) -> str:
     """name, version, classes, map50, backend, default marker."""
     if not manifest.models:
@@ -274,7 +258,21 @@ def list_table(manifest: Manifest) -> str:
         ]
         for e in manifest.models
     ]
-    return _table(rows, ["", "name", "version", "classes", "map50", "backend", "created"])
+    table = _table(rows, ["", "name", "version", "classes", "map50", "backend", "created"])
+    if not manifest.history:
+        return table
+    shown = manifest.history[-HISTORY_SHOWN:]
+    more = len(manifest.history) - len(shown)
+    head = f"\nhistory (the last {len(shown)} of {len(manifest.history)}):" if more else "\nhistory:"
+    return "\n".join([table, head, *(f"  {history_line(r)}" for r in shown)])
+
+
+def history_line(rec: HistoryRecord) -> str:
+    """``2026-12-08 09:30Z promote citywatch-synth@1.2.0 -> citywatch-synth@1.3.0 by alice [FORCED: ...]``."""
+    line = f"{rec.at:%Y-%m-%d %H:%M}Z {rec.action:<8} {rec.from_ or '(none)'} -> {rec.to} by {rec.by}"
+    if rec.forced:
+        line += " FORCED past " + ", ".join(f.figure for f in rec.failures)
+    return line + (f": {rec.reason}" if rec.reason else "")
 
 
 def show(ref: str) -> str:
@@ -289,6 +287,9 @@ def show(ref: str) -> str:
         entry.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True
     )
     is_default = manifest.default is not None and manifest.find(manifest.default) is entry
+    mine = [r for r in manifest.history if entry.ref in (r.from_, r.to)]
+    history = "".join(f"- {history_line(r)}\n" for r in mine[-HISTORY_SHOWN:])
     return (
         f"{card.rstrip()}\n\n## Manifest entry{' (default)' if is_default else ''}\n\n```yaml\n{listed}```\n"
+        + (f"\n## Promotions and rollbacks\n\n{history}" if history else "")
     )

@@ -246,6 +246,8 @@ def run_training(opts: TrainOptions) -> ModelEntry:
         per_view=_view_metrics(views),
         split=eval_split,
         images=final.images,
+        data=registry.repo_relative(str(spec.yaml_path.resolve())),
+        data_hash=spec.data_hash(eval_split),  # the holdout: the promotion gate compares on it
     )
     try:
         entry = _entry(opts, stem, imgsz, spec, metrics, data_hash, pt, train_args)

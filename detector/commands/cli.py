@@ -38,10 +38,12 @@ data team
   synth flight --out DIR [--variant]
                             render a synthetic drone flight (mp4 + DJI .SRT + truth)
   train | eval | export     train, evaluate and export models (offline, ultralytics)
-  models list|show|promote|rehash|tune
-                            the model registry in models/manifest.yaml; rehash: record the
-                            sha256 of a model's exports as they are; tune: measure a
-                            model's exports on this CPU and cache the fastest
+  models list|show|promote|rollback|rehash|tune
+                            the model registry in models/manifest.yaml; promote: through
+                            the gate (no worse than the default), rollback: the previous
+                            default; rehash: record the sha256 of a model's exports as
+                            they are; tune: measure a model's exports on this CPU and cache
+                            the fastest
   eval-clips EXPECTATIONS.yaml [--json] [--config FILE] [--evidence-dir DIR]
                             real clips and stills against written expectations: false and missed cases
   collect sync --api URL [--key KEY] [--dir DIR] [--since ISO]

@@ -29,6 +29,7 @@ from detector.delivery.mqtt import MqttSettings, PahoCommunicator
 from detector.delivery.outbox import Outbox
 from detector.delivery.publisher import Publisher
 from detector.delivery.recheck import Rechecker
+from detector.inference.hotswap import ManifestWatcher, start_watch
 from detector.inference.model import ModelResolveError
 from detector.inference.rule_models import RuleModelSet, StreamModels, load_rule_models
 from detector.inference.service import InferenceService
@@ -77,6 +78,7 @@ class Detector:
     post: list[SerialHandler] = field(default_factory=list)
     rechecker: Rechecker | None = None
     models: RuleModelSet | None = None
+    watcher: ManifestWatcher | None = None  # swaps in a new default without a restart (models.watch_s)
     collector: Collector | None = None  # frames worth labelling (streams.yaml `collect:`)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -115,6 +117,9 @@ class Detector:
             self.service.register(stream.id, handler, plan.needed, merge)
         self.rechecker = Rechecker(self.comm, self.pipelines, cfg.mqtt.topic_prefix, cfg.worker_id).start()
         self.service.start()
+        self.watcher = start_watch(
+            models, self.service, self.pipelines, self.stop_event, cfg.models.watch_s, threads, base
+        )
         for stream in cfg.enabled_streams:
             extra = self._extra_state(stream.id)
             w = StreamWorker(stream, base, self._submit, self._state, self.stop_event, extra_state=extra)
@@ -171,6 +176,8 @@ class Detector:
             w.stop()
         for w in self.workers:
             w.join(timeout=5)
+        if self.watcher is not None:  # before the service: a swap it queues is then closed by the service
+            self.watcher.join(timeout=30)
         if self.service is not None:
             self.service.wake()
             self.service.join(timeout=30)

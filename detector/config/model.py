@@ -99,3 +99,20 @@ RULE_MODELS_DESCRIPTION = (
     "Which model serves which rule: {rule name: a model section like `model:`}. A rule not listed "
     "here is served by `model:`."
 )
+
+
+class ModelsConfig(BaseModel):
+    """How a running detector follows ``models/manifest.yaml`` (``models:`` in streams.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    watch_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=3600.0,
+        description="Seconds between looks at the manifest (its mtime, then its content hash). When a model "
+        "section that names no version (`name: null` = the default, or a bare name = its highest version) "
+        "resolves to another artefact — a promotion, a rollback — the new model is loaded beside the running "
+        "one and swapped in between two batches, without a restart; a section that pins name@version or a "
+        "path never moves. 0 = off.",
+    )

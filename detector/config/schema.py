@@ -28,7 +28,13 @@ from pydantic import (
 from detector.config.collect import CollectConfig
 from detector.config.errors import ConfigProblem, Loc, Problem, problems_from_validation_error
 from detector.config.ingest import IngestConfig
-from detector.config.model import RULE_MODELS_DESCRIPTION, ModelConfig, RuleModels, check_rule_models
+from detector.config.model import (
+    RULE_MODELS_DESCRIPTION,
+    ModelConfig,
+    ModelsConfig,
+    RuleModels,
+    check_rule_models,
+)
 from detector.config.validators import (
     check_polygon,
     check_polygon_shape,
@@ -339,6 +345,9 @@ class CitywatchConfig(_Section):
     )
     rule_models: Annotated[RuleModels, AfterValidator(check_rule_models)] = Field(
         default_factory=dict, description=RULE_MODELS_DESCRIPTION
+    )
+    models: ModelsConfig = Field(
+        default_factory=lambda: ModelsConfig(), description="Following the manifest without a restart."
     )
     outbox: OutboxConfig = Field(default_factory=lambda: OutboxConfig(), description="Durable event outbox.")
     evidence: EvidenceConfig = Field(default_factory=lambda: EvidenceConfig(), description="Evidence images.")

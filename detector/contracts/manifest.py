@@ -3,9 +3,10 @@
 Read by the detector at run time, written by ``training/``. This module must stay light: no torch, no
 ultralytics. The models folder is the repository's ``models/`` unless ``CITYWATCH_MODELS_DIR`` names another.
 
-``default`` names the promoted model either as ``name`` (its highest version) or as ``name@version``.
-Every artefact has its sha256: ``sha256`` for the .pt, ``checksums`` for each file of each export (checked
-at load by :mod:`detector.contracts.artifacts`).
+``default`` names the promoted model either as ``name`` (its highest version) or as ``name@version``;
+``history`` records each promotion and rollback (:mod:`detector.contracts.history`). Every artefact has
+its sha256: ``sha256`` for the .pt, ``checksums`` for each file of each export (checked at load by
+:mod:`detector.contracts.artifacts`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pydantic import (
 )
 
 from detector.contracts.errors import DetectorError
+from detector.contracts.history import HistoryRecord
 
 MODELS_DIR_ENV = "CITYWATCH_MODELS_DIR"
 MANIFEST_NAME = "manifest.yaml"
@@ -85,6 +87,19 @@ class Metrics(BaseModel):
     per_view: dict[str, ViewMetrics] | None = Field(default=None, description="view name -> metrics")
     split: str | None = Field(default=None, description="dataset yaml key the metrics come from")
     images: int | None = Field(default=None, ge=0, description="images evaluated")
+    data: str | None = Field(default=None, description="dataset yaml evaluated, relative to the repository")
+    data_hash: str | None = Field(
+        default=None,
+        description="sha256 over the evaluated split's label files: two entries with the same one were "
+        "measured on the same holdout (the promotion gate compares their metrics directly)",
+    )
+
+    @field_validator("data_hash")
+    @classmethod
+    def _sha(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA_RE.match(v):
+            raise ValueError("must be 64 lower-case hex digits (a sha256)")
+        return v
 
 
 class ModelEntry(BaseModel):
@@ -222,6 +237,9 @@ class Manifest(BaseModel):
 
     default: str | None = Field(default=None, description="promoted model: name or name@version")
     models: list[ModelEntry] = Field(default_factory=list)
+    history: list[HistoryRecord] = Field(
+        default_factory=list, description="promotions and rollbacks, oldest first (absent in old manifests)"
+    )
 
     _path: Path | None = PrivateAttr(default=None)
 
@@ -338,7 +356,9 @@ def save_manifest(manifest: Manifest, path: str | Path | None = None) -> Path:
     """Write the manifest atomically (temp file in the same folder, then rename)."""
     p = Path(path) if path is not None else (manifest._path or manifest_path())
     p.parent.mkdir(parents=True, exist_ok=True)
-    data = manifest.model_dump(mode="json", exclude_none=True)
+    data = manifest.model_dump(mode="json", exclude_none=True, by_alias=True)
+    if not data.get("history"):
+        data.pop("history", None)  # a manifest that never saw a promotion keeps its old shape
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".yaml", dir=p.parent)
     try:

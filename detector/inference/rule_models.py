@@ -131,7 +131,7 @@ class StreamModels:
     stream_id: str
     rules: Mapping[str, str]  # enabled rule -> model id
     needed: tuple[str, ...]  # model ids, each once
-    infos: Mapping[str, ModelInfo]  # model id -> info
+    infos: dict[str, ModelInfo]  # model id -> info (a model swapped in while running replaces its info)
     watch: Mapping[str, set[str] | None]  # model id -> labels / class names kept (None: all)
 
     @property
@@ -178,6 +178,8 @@ class RuleModelSet:
     models: dict[str, LoadedModel] = field(default_factory=dict)
     batches: dict[str, int] = field(default_factory=dict)
     plans: dict[str, StreamModels] = field(default_factory=dict)
+    #: model id -> the sections of the enabled rules it serves (what the manifest watcher re-resolves)
+    sections: dict[str, list[ModelConfig]] = field(default_factory=dict)
 
     def plan(self, stream: StreamConfig | str) -> StreamModels:
         sid = stream if isinstance(stream, str) else stream.id
@@ -232,12 +234,17 @@ def load_rule_models(
 
     wanted: dict[str, tuple[dict[str, str], str]] = {}
     needed_ids: list[str] = []
+    serving: dict[str, list[ModelConfig]] = {}  # model id -> the sections of the rules it serves
     for stream in chosen:
-        rule_ids = {rule: id_for(mc) for rule, mc in rule_model_configs(cfg, stream).items()}
+        rule_cfgs = rule_model_configs(cfg, stream)
+        rule_ids = {rule: id_for(mc) for rule, mc in rule_cfgs.items()}
         default_id = id_for(cfg.model)
         wanted[stream.id] = (rule_ids, default_id)
         on = enabled_rules(stream)
-        needed_ids += [rule_ids[r] for r in on] if on else [default_id]
+        used = [(rule_ids[r], rule_cfgs[r]) for r in on] if on else [(default_id, cfg.model)]
+        needed_ids += [mid for mid, _ in used]
+        for mid, mc in used:
+            serving.setdefault(mid, []).append(mc)
     out = RuleModelSet()
     infos: dict[str, ModelInfo] = {}
     for mid in dict.fromkeys(needed_ids):
@@ -247,6 +254,7 @@ def load_rule_models(
         loaded.info = ModelInfo(info.name, info.version, info.sha256, info.class_names, info.rule_labels, mid)
         out.models[mid] = loaded
         out.batches[mid] = max(mc.batch for mc in sections[mid])
+        out.sections[mid] = serving[mid]
         infos[mid] = loaded.info
     for sid, (rule_ids, default_id) in wanted.items():
         stream = next(s for s in chosen if s.id == sid)

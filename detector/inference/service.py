@@ -14,6 +14,11 @@ frame is oldest runs next. Results go back to each stream's handler in frame ord
 
 The service measures each stream's sample lag: the time from a frame's timestamp (for a live stream,
 when it arrived) to its merged detections reaching the handler.
+
+A model's backend can be replaced while the service runs (:meth:`InferenceService.swap`, used by
+``detector.inference.hotswap`` when the manifest's default changes): the swap happens on this thread
+between two batches, so every queued frame is inferred once, by the old backend or by the new one, and
+none is dropped for it; the ``then`` callback runs right after, still before the next batch.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 
 ResultHandler = Callable[[Frame, Detections], None]
 Merge = Callable[[Mapping[str, Detections]], Detections]
+#: called on the inference thread with the backend a swap replaced
+Swapped = Callable[[InferenceBackend], None]
 
 DEFAULT_MODEL = "default"
 
@@ -88,6 +95,13 @@ class _Job:
 
 
 @dataclass
+class _Swap:
+    model: str
+    backend: InferenceBackend
+    then: Swapped | None
+
+
+@dataclass
 class _Stream:
     handler: ResultHandler
     models: tuple[str, ...]
@@ -132,6 +146,7 @@ class InferenceService(threading.Thread):
         self._order: list[str] = []
         self._cursor = dict.fromkeys(backends, 0)
         self._seq = itertools.count()
+        self._swaps: list[_Swap] = []
         self._cv = threading.Condition()
         self.counters: dict[str, StreamCounters] = {}
         self.model_counters = {m: ModelCounters() for m in backends}
@@ -272,7 +287,7 @@ class InferenceService(threading.Thread):
         batch: list[_Job] = []
         with self._cv:
             model = self._next_model()
-            while model is None and not self.stop_event.is_set():
+            while model is None and not self.stop_event.is_set() and not self._swaps:
                 self._cv.wait(0.2)
                 model = self._next_model()
             if model is None:
@@ -291,9 +306,47 @@ class InferenceService(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.is_set() or self.pending():
+            self._apply_swaps()
             model, batch = self._take()
             if batch:
                 self._run_batch(model, batch)
+        with self._cv:
+            left, self._swaps = self._swaps, []
+        for sw in left:  # stopped before it could be swapped in: nobody will use it
+            sw.backend.close()
+
+    # ------------------------------------------------------------------ swapping a model
+    def swap(self, model: str, backend: InferenceBackend, then: Swapped | None = None) -> None:
+        """Run ``model`` on ``backend`` from the next batch on; ``then(old_backend)`` runs on the inference
+        thread right after the swap (update what names the model, close the old backend; without ``then``
+        the old backend is closed here)."""
+        with self._cv:
+            if model not in self.backends:
+                raise InferenceServiceError(
+                    f"cannot swap unknown model {model!r}; models: {list(self.backends)}"
+                )
+            self._swaps.append(_Swap(model, backend, then))
+            self._cv.notify_all()
+
+    def _apply_swaps(self) -> None:
+        """Between two batches (this thread runs them): put each waiting swap's backend in place."""
+        done: list[tuple[_Swap, InferenceBackend]] = []
+        with self._cv:
+            todo, self._swaps = self._swaps, []
+            for sw in todo:
+                old = self.backends[sw.model]
+                self.backends[sw.model] = sw.backend
+                if self.backend is old:
+                    self.backend = sw.backend
+                done.append((sw, old))
+        for sw, old in done:
+            try:
+                if sw.then is not None:
+                    sw.then(old)  # it closes the old backend
+                else:
+                    old.close()
+            except Exception:  # the swap is done; a failing callback must not stop inference
+                log.exception("model %s: after the swap", sw.model)
 
     def _run_batch(self, model: str, batch: list[_Job]) -> None:
         t0 = time.perf_counter()
