@@ -53,7 +53,7 @@ DEFAULT_DIR = Path("var/collect")
 EXPORT_FILES = {"labelstudio": "tasks.json", "coco": "annotations.json", "cvat": "annotations.xml"}
 
 
-class UsageError(Exception):
+class UsageError(TrainingError):
     """A bad option value (exit 2)."""
 
 
