@@ -37,6 +37,9 @@ data team
                             render scripted scenario clips with their ground truth
   synth flight --out DIR [--variant]
                             render a synthetic drone flight (mp4 + DJI .SRT + truth)
+  dataset build --out DIR --collection DIR.. [--synth YAML --synth-ratio R]
+                            a training set from labelled and desk-reviewed frames (+ synthetic),
+                            split by camera and day, with its dataset card
   train | eval | export     train, evaluate and export models (offline, ultralytics)
   models list|show|promote|rollback|rehash|tune
                             the model registry in models/manifest.yaml; promote: through
@@ -107,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return _collect(rest)
     if cmd == "models" and rest[:1] == ["tune"]:  # the detector's runtime on this host, not training's
         return _entry("detector.inference.tune")(rest[1:])
+    if cmd == "dataset":
+        return _entry("training.dataset_cli")(rest)
     if cmd in ("train", "eval", "export", "models"):
         return _entry("training.cli")(args)
     table: dict[str, Main] = {
