@@ -185,6 +185,14 @@ class Detector:
             post.close()
         for pipe in self.pipelines.values():
             pipe.finish()
+        dropped = self.service.dropped if self.service is not None else {}
+        for w in self.workers:  # what a person checks after a run: every sample read got its detections
+            sid = w.stream.id
+            done, events = (p.samples, p.events_sent) if (p := self.pipelines.get(sid)) else (0, 0)
+            log.info(
+                "stream %s: %d samples read, %d processed, %d dropped, %d events",
+                sid, w.state.samples, done, dropped.get(sid, 0), events,
+            )  # fmt: skip
         if self.collector is not None:
             self.collector.stop()
         if self.publisher is not None:
