@@ -74,8 +74,11 @@ def selection_of(a: argparse.Namespace) -> Selection:
 
 
 def image_url_of(value: str | None, root: Path) -> tuple[ImageURL, list[str]]:
-    """``--image-url``: the URL maker, and how to set Label Studio up for it (next-step lines)."""
-    kind, _, where = (value or f"local-files:{root}").partition(":")
+    """``--image-url``: the URL maker, and how to set Label Studio up for it (next-step lines).
+
+    The default serves the collection's *parent* folder: Label Studio refuses a Local files storage on its
+    document root itself ("add a subdirectory"), so the storage goes on the collection below it."""
+    kind, _, where = (value or f"local-files:{root.resolve().parent}").partition(":")
     if kind == "local-files" and where:
         top = Path(where).resolve()
         return local_files_url(top), [
@@ -211,7 +214,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--image-url",
         default=None,
-        help="Label Studio's data.image: local-files:ROOT (its document root; default: the collection) "
+        help="Label Studio's data.image: local-files:ROOT (its document root; default: the collection's "
+        "parent) "
         "or prefix:URL (a web server serving the collection)",
     )
     e.set_defaults(run=cmd_export)

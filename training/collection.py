@@ -5,7 +5,8 @@ A collection (``detector.contracts.frames``) is ``<dir>/<stream>/<day>/<frame_id
 
 * :func:`pick_frames` selects frames by reason, stream, capture time and whether they are labelled.
 * :func:`frame_boxes` is what a frame goes out with: its ``labels`` when it is labelled, else the
-  model's ``predictions`` (with scores: pre-annotations) corrected by the desk's verdict. A verdict is
+  model's ``predictions`` of our rule labels (with scores: pre-annotations; a COCO ``person`` the rules
+  use as a veto is no class of a dataset) corrected by the desk's verdict. A verdict is
   about the case's own box (``review.case_xyxy``: the predictions overlapping it by ``MATCH_IOU``, as
   ``citywatch dataset build`` matches them; else those of ``review.case_label``; else a frame's only
   prediction). The desk's box (``review.label`` + ``xyxy``, a correction) replaces the case's box and
@@ -38,6 +39,7 @@ from detector.contracts.frames import (
     sidecars,
     write_record,
 )
+from training.dataset import RULE_LABELS
 from training.errors import TrainingError
 from training.labelio import Box, LabelledImage, default_names, label_studio_config, label_studio_tasks
 from training.labelio.labelstudio import ImageURL, Mode
@@ -178,7 +180,8 @@ def frame_boxes(record: FrameRecord, counts: VerdictCounts) -> list[Box]:
     """The boxes a frame goes out with (module docstring)."""
     if record.labels is not None:
         return [Box(label=lb.label, xyxy=lb.xyxy) for lb in record.labels]
-    preds = record.predictions
+    # only what a dataset labels: a COCO `person` or `bicycle` (a veto of the rules) is no class of ours
+    preds = [p for p in record.predictions if p.label in RULE_LABELS]
     boxes = [Box(label=p.label, xyxy=p.xyxy, score=p.score) for p in preds]
     review = record.review
     if review is None or review.verdict == "confirmed":

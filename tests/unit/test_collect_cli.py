@@ -248,7 +248,9 @@ def test_label_studio_tasks_carry_the_frame_and_point_into_the_collection(
     assert code == 0
     tasks = {t["data"]["frame_id"]: t for t in json.loads((tmp_path / "ls" / "tasks.json").read_text())}
     rej = tasks[FRAMES["rejected"].id]
-    assert rej["data"]["image"] == f"/data/local-files/?d=cam-01/2026-06-01/{FRAMES['rejected'].id}.jpg"
+    # the collection's parent is the document root: Label Studio wants its storage below the root
+    want = f"/data/local-files/?d=collect/cam-01/2026-06-01/{FRAMES['rejected'].id}.jpg"
+    assert rej["data"]["image"] == want
     assert {k: rej["data"][k] for k in ("stream", "reasons", "violation_id", "verdict")} == {
         "stream": "cam-01", "reasons": "case,rejected", "violation_id": "v-rejected", "verdict": "rejected"
     }  # fmt: skip
@@ -256,7 +258,7 @@ def test_label_studio_tasks_carry_the_frame_and_point_into_the_collection(
     assert near["model_version"] == "citywatch-synth@1.2.0"
     assert [r["score"] for r in near["result"]] == [0.41, 0.35]
     assert "annotations" in tasks[FRAMES["labelled"].id]  # labelled: a finished annotation
-    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve()}" in out
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve().parent}" in out
     assert (tmp_path / "ls" / "labeling_config.xml").read_text().count("<Label ") == 4
 
 
@@ -265,12 +267,13 @@ def test_label_studio_tasks_carry_the_frame_and_point_into_the_collection(
     [
         (["--image-url", "prefix:http://frames.local/c"], "http://frames.local/c/cam-01/2026-06-01/"),
         (["--image-url", "local-files:{parent}"], "/data/local-files/?d=collect/cam-01/2026-06-01/"),
+        (["--image-url", "local-files:{root}"], "/data/local-files/?d=cam-01/2026-06-01/"),
     ],
 )
 def test_image_url_option(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], want: str
 ) -> None:
-    option = [o.format(parent=root.parent) for o in option]
+    option = [o.format(parent=root.parent, root=root) for o in option]
     code, _, _ = run(
         capsys, "export", "--format", "labelstudio", "--out", tmp_path / "o", "--dir", root, *option
     )

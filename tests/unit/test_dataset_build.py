@@ -21,6 +21,7 @@ M = "citywatch-synth@1.2.0"
 CAR = {"label": "vehicle", "xyxy": [10.0, 10.0, 50.0, 40.0], "score": 0.9, "model": M}
 STALL = {"label": "vendor", "xyxy": [100.0, 20.0, 160.0, 80.0], "score": 0.6, "model": M}
 LOW = {"label": "litter", "xyxy": [170.0, 70.0, 190.0, 90.0], "score": 0.3, "model": M}
+PERSON = {"label": "person", "xyxy": [60.0, 10.0, 80.0, 60.0], "score": 0.8, "model": "yolov8n-coco@1.0.0"}
 
 
 def frame(folder: Path, stream: str, day: str, n: int, **record: Any) -> Path:
@@ -73,10 +74,11 @@ def test_record_boxes_apply_the_verdict(
 ) -> None:
     record = FrameRecord.model_validate(
         {"id": "f", "stream": "cam-a", "captured_at": "2026-06-01T02:00:00Z", "width": W, "height": H,
-         "reasons": ["case"], "predictions": [CAR, STALL, LOW], "review": review}
+         "reasons": ["case"], "predictions": [CAR, STALL, LOW, PERSON], "review": review}
     )  # fmt: skip
     boxes, counts = record_boxes(record, 0.5)
-    assert {b.label for b in boxes} == labels  # the 0.3 litter prediction is below --pseudo-conf
+    # the 0.3 litter prediction is below --pseudo-conf; a COCO person (a veto) is no class of a dataset
+    assert {b.label for b in boxes} == labels
     assert (counts.replaced, counts.removed) == (corrected, negatives)
 
 
