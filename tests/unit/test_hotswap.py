@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from detector.inference.service import InferenceService, InferenceServiceError
 from detector.pipeline import ModelInfo, StreamPipeline
 from detector.sources import Frame
 from detector.sources.pyav import FileSource
+from tests.detector_support import ListSink
 from tests.unit.factories import make_detections
 from tests.unit.test_promotion import write_folder
 from training.cli import main as models_cli
@@ -81,24 +82,6 @@ class Loader:
         self.backends.append(backend)
         info = ModelInfo(entry.name, entry.version, digest, tuple(entry.classes), dict(entry.rule_labels))
         return LoadedModel(backend, info, path, "ultralytics")
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[Mapping[str, Any]] = []
-
-    def publish_event(self, payload: Mapping[str, Any]) -> int:
-        self.events.append(payload)
-        return len(self.events)
-
-    def publish_state(self, stream_id: str, state: Mapping[str, Any]) -> None:
-        pass
-
-    def flush(self, timeout: float) -> bool:
-        return True
-
-    def stop(self) -> None:
-        pass
 
 
 def config(model: str = "{name: null}", rule_models: str = "{}", rules: str = "[illegal_parking]") -> Any:

@@ -3,7 +3,6 @@ instance per distinct model, merged detections where each rule sees only its own
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from detector.inference.rule_models import (
     rule_model_configs,
 )
 from detector.pipeline import ModelInfo
+from tests.detector_support import ListSink
 from tests.unit.factories import ALL_RULES, FRAME, every, make_detections, rule_models_config
 
 COCO_LABELS = {"car": "vehicle", "truck": "vehicle", "bus": "vehicle", "motorcycle": "vehicle"}
@@ -162,24 +162,6 @@ def test_merge_keeps_each_rules_own_model() -> None:
         ("synth@1.0.0", "vehicle", "vehicle"),
     ]
     assert plan.rules["illegal_parking"] == "coco@1.0.0" and plan.rules["unclean_road"] == "synth@1.0.0"
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[Mapping[str, Any]] = []
-
-    def publish_event(self, payload: Mapping[str, Any]) -> int:
-        self.events.append(payload)
-        return len(self.events)
-
-    def publish_state(self, stream_id: str, state: Mapping[str, Any]) -> None:
-        pass
-
-    def flush(self, timeout: float) -> bool:
-        return True
-
-    def stop(self) -> None:
-        pass
 
 
 def test_each_rule_sees_only_its_model_and_events_name_it() -> None:
