@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 SCENARIO_CLIPS = $(patsubst %.yaml,%.mp4,$(wildcard training/synth/scenarios/*.yaml))
 
-.PHONY: install demo test lint fmt scenarios dataset train clean test-services test-services-rtsp test-services-labelstudio
+.PHONY: install demo test lint fmt scenarios dataset train clean test-services test-services-rtsp test-services-labelstudio test-services-browser screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,19 @@ test-services-rtsp:
 	@/usr/bin/python3 tests/rtsp_server.py --check >/dev/null 2>&1 || \
 	 (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PKGS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PKGS) >/dev/null 2>&1))) || \
 	 echo "warning: no GStreamer RTSP server ($(RTSP_PKGS)); the RTSP tests will skip"
+
+# The browser tests (tests/browser) drive the console in Debian's Chromium through Playwright for Python
+# (the dev extra's `playwright`; no `playwright install` download): about 115 MB of packages, 370 MB on
+# disk. Without it they skip and say so.
+test-services: test-services-browser
+test-services-browser:
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null 2>&1 || \
+	 (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1))) || \
+	 echo "warning: no Chromium (apt-get install chromium); the browser tests will skip"
+
+# The README's console screenshots (docs/screenshots/<page>-<w>x<h>.png), taken by the browser tests.
+screenshots: install test-services-browser $(SCENARIO_CLIPS)
+	CITYWATCH_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser
 
 # The Label Studio round trip (tests/integration/test_labelstudio.py) runs a real Label Studio from its own
 # virtualenv: it pins Django and much else that would clash with ours (about 1 GB, a minute from PyPI).
