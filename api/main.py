@@ -38,7 +38,19 @@ from api.errors import (
 )
 from api.ingest.mqtt import MqttIngest
 from api.models import utcnow
-from api.routes import assessment, auth, cases, health, lifecycle, open311, recheck, reports, reviews
+from api.routes import (
+    assessment,
+    auth,
+    cases,
+    console,
+    health,
+    lifecycle,
+    live,
+    open311,
+    recheck,
+    reports,
+    reviews,
+)
 from api.routes.common import validation_error
 from api.routes.limits import build_policies, report_quotas
 from api.services.auth import Authenticator
@@ -169,6 +181,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.add_exception_handler(RateLimitedError, _rate_limited)
     app.add_exception_handler(EvidenceFullError, _detail(507))
     app.add_exception_handler(RequestValidationError, validation_error)
-    for module in (health, auth, cases, lifecycle, reviews, reports, assessment, recheck, open311):
+    for module in (health, auth, cases, lifecycle, reviews, reports, assessment, recheck, open311, live):
         app.include_router(module.router)
+    console.mount(app)
     return app

@@ -139,6 +139,19 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="absolute base for media_url in Open311 answers, e.g. https://cases.example"
     )
+    # -- web console (/console), live events (/live), the data team's view (/models) ----------
+    streams_file: Path | None = Field(
+        default=None,
+        description="the detector's streams.yaml: its streams, zones and which model serves which rule "
+        "(unset: the console's stream pages are read-only and /models shows no rule map)",
+    )
+    collect_dir: Path | None = Field(
+        default=None, description="the detector's collection of frames (collect.dir): /models counts it"
+    )
+    live_poll_s: float = Field(
+        default=1.0, gt=0, le=60, description="GET /live looks for changed cases this often"
+    )
+    live_heartbeat_s: float = Field(default=15.0, gt=0, le=300, description="GET /live's heartbeat comment")
     # -- ingress limits, quotas, disk floors, retention (SECURITY.md) ------------------------
     form_overhead_bytes: int = Field(
         default=64 * 1024,

@@ -11,6 +11,10 @@ content types, the credential and role needed up front, its quotas, the upload f
 - ``POST /cases/{id}/correct``: ``json_max_bytes``, JSON; a reviewer, dispatcher or admin credential.
 - ``POST /cases/{id}/{action}``: ``json_max_bytes``, JSON; a credential.
 - ``GET /reviews``: ``json_max_bytes``; a reviewer, dispatcher or admin credential.
+- ``GET /live``: ``json_max_bytes``; a staff credential (admin, reviewer, dispatcher, field unit).
+- ``GET /models``: ``json_max_bytes``; a reviewer, dispatcher or admin credential.
+- ``GET /cases/{id}/actions``: ``json_max_bytes``; the route checks the reader (anonymous reads).
+- ``GET /console/...``: ``json_max_bytes``; no credential (static files, no data).
 - anything else: ``json_max_bytes``, any type.
 
 The form routes also take one file at most (``FORM_LIMITS``).
@@ -25,7 +29,7 @@ from starlette.responses import Response
 
 from api.core.config import Settings
 from api.core.ingress import Quotas, RoutePolicy
-from api.services.auth import Role
+from api.services.auth import STAFF_READERS, Role
 from api.services.reviews import CORRECTORS, REVIEW_READERS
 
 FORM = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
@@ -119,6 +123,24 @@ def build_policies(
         RoutePolicy(
             "read reviews", "GET", r"/reviews", settings.json_max_bytes, credential=True, roles=REVIEW_READERS
         ),
+        RoutePolicy(
+            "follow live events",
+            "GET",
+            r"/live",
+            settings.json_max_bytes,
+            credential=True,
+            roles=STAFF_READERS,
+        ),
+        RoutePolicy(
+            "read the models",
+            "GET",
+            r"/models",
+            settings.json_max_bytes,
+            credential=True,
+            roles=REVIEW_READERS,
+        ),
+        RoutePolicy("read a case's actions", "GET", r"/cases/[^/]+/actions", settings.json_max_bytes),
+        RoutePolicy("open the console", "GET", r"/console(/.*)?", settings.json_max_bytes),
     ]
     default = RoutePolicy("send this", "*", r".*", settings.json_max_bytes)
     return policies, default
