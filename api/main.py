@@ -39,6 +39,7 @@ from api.errors import (
 from api.ingest.mqtt import MqttIngest
 from api.models import utcnow
 from api.routes import (
+    actions,
     assessment,
     auth,
     cases,
@@ -46,6 +47,7 @@ from api.routes import (
     health,
     lifecycle,
     live,
+    manifest,
     open311,
     recheck,
     reports,
@@ -181,7 +183,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.add_exception_handler(RateLimitedError, _rate_limited)
     app.add_exception_handler(EvidenceFullError, _detail(507))
     app.add_exception_handler(RequestValidationError, validation_error)
-    for module in (health, auth, cases, lifecycle, reviews, reports, assessment, recheck, open311, live):
+    routers = (health, auth, cases, actions, lifecycle, reviews, reports, assessment, recheck, open311)
+    for module in (*routers, live, manifest):
         app.include_router(module.router)
     console.mount(app)
     return app
