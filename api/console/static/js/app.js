@@ -57,11 +57,12 @@ function renderChrome() {
   const me = state.me;
   if (me) {
     for (const page of PAGES.filter((p) => p.nav && p.roles && p.roles.includes(me.role))) {
-      nav.append(h('a', {href: page.route, 'data-route': page.route}, t(page.titleKey)));
+      nav.append(h('a', {href: page.route, 'data-route': page.route, 'data-test': 'nav-link'}, t(page.titleKey)));
     }
   }
   const who = document.getElementById('me');
   who.textContent = me ? `${me.name} · ${t(`role.${me.role}`)}${me.unit ? ` · ${me.unit}` : ''}` : '';
+  who.dataset.role = me ? me.role : '';
   document.getElementById('signout').hidden = !me;
   markNav();
 }
@@ -126,7 +127,7 @@ async function route() {
   const root = h('section', {class: 'page', 'data-page': page.route});
   view.append(root);
   if (page.roles && !page.roles.includes(state.me.role)) {
-    root.append(h('p', {class: 'notice'}, t('app.forbidden', {role: t(`role.${state.me.role}`)})));
+    root.append(h('p', {class: 'notice', 'data-test': 'forbidden'}, t('app.forbidden', {role: t(`role.${state.me.role}`)})));
     return;
   }
   try {

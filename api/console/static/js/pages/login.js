@@ -6,10 +6,10 @@ import {h} from '../dom.js';
 export async function render(root, params, ctx) {
   const {t} = ctx;
   const key = h('input', {
-    id: 'login-key', name: 'key', type: 'password', required: true, autocomplete: 'off', spellcheck: 'false',
+    id: 'login-key', name: 'key', 'data-test': 'login-key', type: 'password', required: true, autocomplete: 'off', spellcheck: 'false',
   });
-  const error = h('p', {class: 'error', role: 'alert', hidden: true});
-  const button = h('button', {type: 'submit', class: 'primary'}, t('login.submit'));
+  const error = h('p', {class: 'error', role: 'alert', hidden: true, 'data-test': 'login-error'});
+  const button = h('button', {type: 'submit', class: 'primary', 'data-test': 'login-submit'}, t('login.submit'));
   const form = h('form', {class: 'card login', id: 'login-form'},
     h('h1', {}, t('login.title')),
     h('p', {class: 'muted'}, t('login.help')),
