@@ -4,7 +4,8 @@ Start order: broker check (no broker answering is an error: ``citywatch run`` ne
 ``citywatch demo`` does, on loopback), MQTT client + outbox publisher, model, inference service,
 stream workers. Shutdown runs in
 reverse, and the outbox keeps whatever the broker has not acknowledged for the next start.
-A broken stream entry in the config is reported and skipped; the other streams run.
+A broken stream entry in the config is reported and skipped; the other streams run. An edit of the
+config file while running is applied stream by stream (``live_reload_s``; ``detector.commands.live``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from detector.collect.collector import Collector
+from detector.commands.live import ConfigWatcher, start_live
 from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamConfig, load_config
 from detector.contracts.detections import Detections
 from detector.contracts.errors import DetectorError
@@ -75,11 +77,12 @@ class Detector:
     service: InferenceService | None = None
     workers: list[StreamWorker] = field(default_factory=list)
     pipelines: dict[str, StreamPipeline] = field(default_factory=dict)
-    post: list[SerialHandler] = field(default_factory=list)
+    post: dict[str, SerialHandler] = field(default_factory=dict)  # by stream id
     rechecker: Rechecker | None = None
     models: RuleModelSet | None = None
     watcher: ManifestWatcher | None = None  # swaps in a new default without a restart (models.watch_s)
     collector: Collector | None = None  # frames worth labelling (streams.yaml `collect:`)
+    live: ConfigWatcher | None = None  # applies an edited streams.yaml stream by stream (live_reload_s)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -108,25 +111,36 @@ class Detector:
         if cfg.collect.enabled:
             self.collector = Collector.from_config(cfg.collect, base).start()
         for stream in cfg.enabled_streams:
-            plan = models.plan(stream)
-            handler = self._handler(self._pipeline(stream, plan))
-            if stream.detect_url:  # main-stream evidence grabs take seconds: off the inference thread
-                self.post.append(SerialHandler(stream.id, handler))
-                handler = self.post[-1]
-            merge = plan.merge if len(models.models) > 1 else None
-            self.service.register(stream.id, handler, plan.needed, merge)
+            self._register(stream, models.plan(stream))
         self.rechecker = Rechecker(self.comm, self.pipelines, cfg.mqtt.topic_prefix, cfg.worker_id).start()
         self.service.start()
         self.watcher = start_watch(
             models, self.service, self.pipelines, self.stop_event, cfg.models.watch_s, threads, base
         )
         for stream in cfg.enabled_streams:
-            extra = self._extra_state(stream.id)
-            w = StreamWorker(stream, base, self._submit, self._state, self.stop_event, extra_state=extra)
-            self.workers.append(w)
-            w.start()
+            self._start_worker(stream)
         log.info("detector %s: %d streams, models %s", cfg.worker_id, len(self.workers), models.describe())
+        self.live = start_live(self)
         return self
+
+    def _register(self, stream: StreamConfig, plan: StreamModels) -> None:
+        """The stream's pipeline, its handler registered with the inference service."""
+        if self.service is None or self.models is None:
+            raise RunError("the inference service must start before the streams")
+        handler = self._handler(self._pipeline(stream, plan))
+        if stream.detect_url:  # main-stream evidence grabs take seconds: off the inference thread
+            self.post[stream.id] = handler = SerialHandler(stream.id, handler)
+        merge = plan.merge if len(self.models.models) > 1 else None
+        self.service.register(stream.id, handler, plan.needed, merge)
+
+    def _start_worker(self, stream: StreamConfig) -> StreamWorker:
+        """Its own stop event: a stream removed while running stops alone (``stop`` stops them all)."""
+        extra = self._extra_state(stream.id)
+        base = self.loaded.base_dir
+        w = StreamWorker(stream, base, self._submit, self._state, threading.Event(), extra_state=extra)
+        self.workers = [*self.workers, w]  # a new list: others iterate the old one meanwhile
+        w.start()
+        return w
 
     def _pipeline(self, stream: StreamConfig, plan: StreamModels) -> StreamPipeline:
         if self.publisher is None:
@@ -172,6 +186,8 @@ class Detector:
 
     def stop(self, flush_s: float = 10.0) -> None:
         self.stop_event.set()
+        if self.live is not None:  # first: no stream starts or stops behind this
+            self.live.join(timeout=30)
         for w in self.workers:
             w.stop()
         for w in self.workers:
@@ -181,7 +197,7 @@ class Detector:
         if self.service is not None:
             self.service.wake()
             self.service.join(timeout=30)
-        for post in self.post:
+        for post in self.post.values():
             post.close()
         for pipe in self.pipelines.values():
             pipe.finish()

@@ -11,10 +11,20 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from detector.config import CitywatchConfig, ConfigError, ConfigFileError, ConfigIssue, load_config, locate
+from detector.config import (
+    CitywatchConfig,
+    ConfigError,
+    ConfigFileError,
+    ConfigIssue,
+    LoadedConfig,
+    load_config,
+    load_config_text,
+    locate,
+)
 from detector.rules.params import RULE_NAMES
 
 EXIT_OK = 0
@@ -47,31 +57,48 @@ def _s(count: int) -> str:
     return "" if count == 1 else "s"
 
 
-def check(path: str | Path, *, out: TextIO | None = None) -> int:
-    """Validate ``path``, print each issue then a summary line; return the exit code."""
-    stream = sys.stdout if out is None else out
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``config check`` found: its exit code, the lines it prints, and the config when it is clean."""
+
+    code: int
+    lines: list[str]
+    loaded: LoadedConfig | None = None
+
+
+def run_check(path: str | Path, text: str | None = None) -> CheckResult:
+    """Validate ``path`` (or ``text``, its content already read) as ``config check`` does, printing
+    nothing: the running detector's live reload (``detector.commands.live``) logs the same lines."""
     try:
-        loaded = load_config(path, strict=True)
+        if text is None:
+            loaded = load_config(path, strict=True)
+        else:
+            loaded = load_config_text(text, file=str(path), strict=True)
     except ConfigFileError as exc:
-        for issue in exc.issues:
-            print(issue.format(), file=stream)
-        return EXIT_UNREADABLE
+        return CheckResult(EXIT_UNREADABLE, [issue.format() for issue in exc.issues])
     except ConfigError as exc:
-        return _report(path, exc.issues, stream)
+        return _report(path, exc.issues, [])
     from detector.config.labels import check_labels
 
     problems, notes = check_labels(loaded.config, loaded.base_dir)
-    for note in notes:
-        print(f"{path}: note: {note}", file=stream)
+    lines = [f"{path}: note: {note}" for note in notes]
     if problems:
-        return _report(path, locate(loaded, problems), stream)
-    print(f"{path}: OK: {summary(loaded.config)}", file=stream)
-    return EXIT_OK
+        return _report(path, locate(loaded, problems), lines)
+    lines.append(f"{path}: OK: {summary(loaded.config)}")
+    return CheckResult(EXIT_OK, lines, loaded)
 
 
-def _report(path: str | Path, issues: list[ConfigIssue], stream: TextIO) -> int:
-    for issue in issues:
-        print(issue.format(), file=stream)
+def check(path: str | Path, *, out: TextIO | None = None) -> int:
+    """Validate ``path``, print each issue then a summary line; return the exit code."""
+    stream = sys.stdout if out is None else out
+    result = run_check(path)
+    for line in result.lines:
+        print(line, file=stream)
+    return result.code
+
+
+def _report(path: str | Path, issues: list[ConfigIssue], lines: list[str]) -> CheckResult:
+    lines = lines + [issue.format() for issue in issues]
     count = len(issues)
     streams = list(
         dict.fromkeys(
@@ -81,8 +108,8 @@ def _report(path: str | Path, issues: list[ConfigIssue], stream: TextIO) -> int:
         )
     )
     where = f"; streams with problems: {', '.join(streams)}" if streams else ""
-    print(f"{path}: {count} problem{_s(count)}{where}", file=stream)
-    return EXIT_PROBLEMS
+    lines.append(f"{path}: {count} problem{_s(count)}{where}")
+    return CheckResult(EXIT_PROBLEMS, lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -338,6 +338,13 @@ class CitywatchConfig(_Section):
     worker_id: str = Field(
         default="detector-1", pattern=ID_PATTERN, description="This detector's name in MQTT topics."
     )
+    live_reload_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=3600.0,
+        description="`citywatch run` looks at this file every live_reload_s seconds and applies a valid edit "
+        "of the streams (and defaults) without a restart; 0 = off.",
+    )
     mqtt: MqttConfig = Field(default_factory=lambda: MqttConfig(), description="Broker connection.")
     api: ApiConfig = Field(default_factory=lambda: ApiConfig(), description="Case API.")
     model: ModelConfig = Field(

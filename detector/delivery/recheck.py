@@ -164,8 +164,13 @@ class Rechecker:
 
     def start(self) -> Rechecker:
         for stream_id in self.pipelines:
-            self.comm.subscribe(command_topic(self.prefix, stream_id), self._on_command, qos=1)
+            self.watch(stream_id)
         return self
+
+    def watch(self, stream_id: str) -> None:
+        """Answer the commands of ``stream_id`` too (a stream added while running); a removed stream's
+        commands are logged and skipped, as for any stream this worker does not run."""
+        self.comm.subscribe(command_topic(self.prefix, stream_id), self._on_command, qos=1)
 
     def _refuse(self, topic: str, reason: str) -> None:
         with self._lock:

@@ -97,11 +97,11 @@ def apply_info(
 ) -> list[str]:
     """Make ``info`` the model ``mid`` everywhere it is named: the streams' plans (the merge reads its rule
     labels) and pipelines (events, the rule engine's label map). Returns the streams it changed."""
-    for plan in models.plans.values():
+    for plan in list(models.plans.values()):  # streams come and go while running (live config)
         if mid in plan.infos:
             plan.infos[mid] = info
     changed = []
-    for sid, pipe in pipelines.items():
+    for sid, pipe in list(pipelines.items()):
         hit = False
         if pipe.model.key == mid:
             pipe.model = info

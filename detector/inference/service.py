@@ -19,6 +19,10 @@ A model's backend can be replaced while the service runs (:meth:`InferenceServic
 ``detector.inference.hotswap`` when the manifest's default changes): the swap happens on this thread
 between two batches, so every queued frame is inferred once, by the old backend or by the new one, and
 none is dropped for it; the ``then`` callback runs right after, still before the next batch.
+
+Streams come and go while the service runs (``citywatch run``'s live configuration): :meth:`unregister`
+lets the frames a stream already submitted reach its handler, then forgets it; an answer that arrives
+for a stream no longer registered (or registered again since) is discarded.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class _Job:
     pending: set[str]  # models that have not answered yet
     results: dict[str, Detections] = field(default_factory=dict)
     dead: bool = False  # dropped or failed: answers are discarded
+    owner: _Stream | None = None  # the registration it was submitted under
 
 
 @dataclass
@@ -107,6 +112,7 @@ class _Stream:
     models: tuple[str, ...]
     merge: Merge | None
     waiting: deque[_Job] = field(default_factory=deque)  # jobs some model has not taken yet
+    open: int = 0  # jobs submitted and neither delivered nor dropped
 
 
 class InferenceService(threading.Thread):
@@ -182,6 +188,28 @@ class InferenceService(threading.Thread):
                 self._order.append(stream_id)
             self.counters.setdefault(stream_id, StreamCounters())
 
+    def unregister(self, stream_id: str, timeout_s: float = 10.0) -> bool:
+        """Forget ``stream_id`` once the frames it submitted have reached its handler (up to
+        ``timeout_s``; what is left then is dropped and counted). Submit nothing more for it first (stop
+        its worker). Returns whether every frame was handled; its counters stay."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            st = self._streams.get(stream_id)
+            if st is None:
+                return True
+            while st.open and not self.stop_event.is_set() and time.monotonic() < deadline:
+                self._cv.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+            drained = st.open == 0
+            for job in list(st.waiting):
+                self._drop(st, job)
+                self.counters[stream_id].dropped += 1
+            del self._streams[stream_id]
+            for per in self._queues.values():
+                per.pop(stream_id, None)
+            self._order.remove(stream_id)
+            self._cv.notify_all()
+        return drained
+
     @property
     def dropped(self) -> dict[str, int]:
         return {sid: c.dropped for sid, c in self.counters.items()}
@@ -201,7 +229,8 @@ class InferenceService(threading.Thread):
             if len(st.waiting) >= self.per_stream:
                 self._drop(st, st.waiting[0])
                 c.dropped += 1
-            job = _Job(frame, next(self._seq), set(st.models), set(st.models))
+            job = _Job(frame, next(self._seq), set(st.models), set(st.models), owner=st)
+            st.open += 1
             st.waiting.append(job)
             for m in st.models:
                 self._queues[m][frame.stream_id].append(job)
@@ -209,6 +238,8 @@ class InferenceService(threading.Thread):
 
     def _drop(self, st: _Stream, job: _Job) -> None:
         """Forget a job (under the lock): out of the stream's waiting list and every model's queue."""
+        if not job.dead:
+            st.open -= 1
         job.dead = True
         if job in st.waiting:
             st.waiting.remove(job)
@@ -273,8 +304,8 @@ class InferenceService(threading.Thread):
                 job = q.popleft()
                 job.untaken.discard(model)
                 if not job.untaken:
-                    st = self._streams[job.frame.stream_id]
-                    if job in st.waiting:
+                    st = job.owner
+                    if st is not None and job in st.waiting:
                         st.waiting.remove(job)
                 batch.append(job)
                 took = True
@@ -357,7 +388,8 @@ class InferenceService(threading.Thread):
                 self.errors += 1
                 self.model_counters[model].errors += 1
                 for job in batch:  # the frames are lost for every model: their other answers too
-                    self._drop(self._streams[job.frame.stream_id], job)
+                    if job.owner is not None:
+                        self._drop(job.owner, job)
             log.error("inference failed (model %s) on a batch of %d frames: %s", model, len(batch), err)
             return
         spent = time.perf_counter() - t0
@@ -380,7 +412,9 @@ class InferenceService(threading.Thread):
 
     def _deliver(self, job: _Job) -> None:
         frame = job.frame
-        st = self._streams[frame.stream_id]
+        st = job.owner
+        if st is None or self._streams.get(frame.stream_id) is not st:  # unregistered since: not wanted
+            return
         try:
             dets = job.results[st.models[0]] if st.merge is None else st.merge(job.results)
             st.handler(frame, dets)
@@ -388,6 +422,9 @@ class InferenceService(threading.Thread):
             log.exception("stream %s: processing a frame failed", frame.stream_id)
         lag = self.clock() - frame.ts
         with self._cv:
+            st.open -= 1
+            if not st.open:  # an unregister may be waiting for it
+                self._cv.notify_all()
             c = self.counters[frame.stream_id]
             c.done += 1
             c.last_lag_s = lag
