@@ -134,6 +134,8 @@ async function route() {
     const module = await import(page.module);
     if (seq !== state.seq) return;
     await module.render(root, params, context(seq));
+    // the page has drawn what it loaded (the browser tests wait for this; tests/browser)
+    if (seq === state.seq) root.dataset.ready = location.hash;
   } catch (err) {
     if (seq !== state.seq) return;
     console.error(err);
