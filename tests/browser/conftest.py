@@ -99,6 +99,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         if isinstance(c, Console) and c.offsite:
             problems.append("requests that would leave the machine:\n  " + "\n  ".join(c.offsite))
         if isinstance(c, Console) and c.page_errors:
-            problems.append("uncaught errors in the page:\n  " + "\n  ".join(c.page_errors))
+            errors = "\n  ".join(c.page_errors)
+            problems.append(f"errors in the page (uncaught, or a reach refused by its CSP):\n  {errors}")
         if problems:
             pytest.fail("\n".join(problems), pytrace=False)

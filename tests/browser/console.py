@@ -5,7 +5,8 @@
 - ``Console``: opens pages in fresh browser contexts whose every request goes through ``guard``: a
   request for any host but 127.0.0.1 / localhost is aborted and recorded, and the test that made it
   fails (tests/browser/conftest.py) — the console must never reach off the machine (no CDN, fonts,
-  tiles). Uncaught page errors are recorded and fail the test the same way.
+  tiles). Uncaught page errors and Content-Security-Policy refusals (the console's CSP stops a reach
+  for another host before the network sees it) are recorded and fail the test the same way.
 - ``Console.shots``: the page at 1366×768 and at 390×844, saved as ``<page>-<w>x<h>.png`` under
   ``$CITYWATCH_SCREENSHOTS`` (``make screenshots`` sets docs/screenshots) or the test's tmp folder.
 """
@@ -27,7 +28,16 @@ from tests.live_api import ingest_connected, live_api
 from tests.mosquitto import account
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, WebSocketRoute
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        ConsoleMessage,
+        Locator,
+        Page,
+        Request,
+        Route,
+        WebSocketRoute,
+    )
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 DESKTOP = {"width": 1366, "height": 768}
@@ -131,7 +141,14 @@ class Console:
         ctx = self.context(viewport, **options)
         page = ctx.new_page()
         page.on("pageerror", lambda exc: self.page_errors.append(f"{page.url}: {exc}"))
+        page.on("console", lambda msg: self._csp(page, msg))
         return page
+
+    def _csp(self, page: Page, msg: ConsoleMessage) -> None:
+        """The console's Content-Security-Policy stops a reach for another host before the network
+        (and the route) sees it; Chromium reports that on the console: it fails the test too."""
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            self.page_errors.append(f"{page.url}: {msg.text}")
 
     def close(self) -> None:
         for ctx in self._contexts:
@@ -143,6 +160,13 @@ class Console:
         """``route`` as the hash router has it, e.g. ``/cases/3``."""
         page.goto(f"{self.url}/console/#{route}")
 
+    def open(self, page: Page, route: str) -> Locator:
+        """Go to ``route`` and wait until its page has drawn what it loaded; returns the page's section."""
+        self.goto(page, route)
+        section = page.locator(f'#view section.page[data-ready="#{route}"]')
+        section.wait_for()
+        return section
+
     def sign_in(self, role: str, viewport: Mapping[str, int] = DESKTOP, **options: Any) -> Page:
         """A page signed in as ``role`` with its dev key through the sign-in form."""
         page = self.page(viewport, **options)
@@ -153,10 +177,10 @@ class Console:
         return page
 
     def nav_pages(self, page: Page) -> list[str]:
-        """The pages the navigation offers (their ``data-page``)."""
-        links = page.locator("[data-test=nav] [data-page]")
+        """The pages the navigation offers, as their routes (``#/cases``...)."""
+        links = page.locator("[data-test=nav] [data-test=nav-link]")
         links.first.wait_for(state="attached")
-        return sorted(str(a.get_attribute("data-page")) for a in links.all())
+        return sorted(str(a.get_attribute("data-route")) for a in links.all())
 
     def shots(self, page: Page, name: str, ready: Callable[[Page], None] | None = None) -> list[Path]:
         """``name`` at 1366×768 and at 390×844 (``ready`` waits for what the page must show)."""
