@@ -134,12 +134,17 @@ async function route() {
     const module = await import(page.module);
     if (seq !== state.seq) return;
     await module.render(root, params, context(seq));
+    if (seq === state.seq && !root.querySelector('[data-test=page-ready]')) {
+      // the browser tests wait for this: the page has drawn what it loaded
+      const mark = [...root.children].find((el) => !el.dataset.test);
+      if (mark) mark.dataset.test = 'page-ready';
+    }
     // the page has drawn what it loaded (the browser tests wait for this; tests/browser)
     if (seq === state.seq) root.dataset.ready = location.hash;
   } catch (err) {
     if (seq !== state.seq) return;
     console.error(err);
-    root.append(h('p', {class: 'notice error'}, err.status ? err.message : t('app.page_failed', {error: err.message})));
+    root.append(h('p', {class: 'notice error', 'data-test': 'page-error'}, err.status ? err.message : t('app.page_failed', {error: err.message})));
   }
 }
 

@@ -11,11 +11,21 @@ function fill(el, attrs, children) {
     else if (key in el && !(el instanceof SVGElement) && typeof value !== 'string') el[key] = value;
     else el.setAttribute(key, value === true ? '' : String(value));
   }
+  return add(el, ...children);
+}
+
+/** Appends children (nested arrays flattened; null, undefined and false skipped). */
+export function add(el, ...children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return el;
+}
+
+/** Replaces the children of el, as add() takes them. */
+export function replace(el, ...children) {
+  return add(clear(el), ...children);
 }
 
 /** h('a', {href: '#/cases', class: 'x', onclick: fn}, 'text', child...) */
