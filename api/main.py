@@ -37,6 +37,7 @@ from api.errors import (
     UnsupportedMediaError,
 )
 from api.ingest.mqtt import MqttIngest
+from api.ingest.streams import StreamBoard
 from api.models import utcnow
 from api.routes import (
     actions,
@@ -52,6 +53,7 @@ from api.routes import (
     recheck,
     reports,
     reviews,
+    streams,
 )
 from api.routes.common import validation_error
 from api.routes.limits import build_policies, report_quotas
@@ -62,6 +64,7 @@ from api.services.recheck_answers import handle_result
 from api.services.recheck_mqtt import RecheckMqtt
 from api.services.retention import RetentionTask
 from api.services.routing import RoutingTable
+from api.services.streams_file import StreamsFile
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             app.state.auth = authenticator
             app.state.desk = desk
             ingest = (
-                MqttIngest(settings, session_factory, store, routing=routing)
+                MqttIngest(settings, session_factory, store, routing=routing, streams=app.state.streams)
                 if settings.ingest_enabled
                 else None
             )
@@ -168,6 +171,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     )
     app.state.settings = settings
     app.state.clock = clock
+    app.state.streams = StreamBoard()  # the detectors' stream states and snapshots (MQTT, retained)
+    app.state.streams_file = StreamsFile(settings.streams_file)
     app.state.limiter = limiter = RateLimiter(max_tracked=settings.rate_max_tracked)
     app.state.report_quotas = report_quotas(settings)
     policies, default = build_policies(settings, open311_error=open311.ingress_error)
@@ -184,7 +189,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.add_exception_handler(EvidenceFullError, _detail(507))
     app.add_exception_handler(RequestValidationError, validation_error)
     routers = (health, auth, cases, actions, lifecycle, reviews, reports, assessment, recheck, open311)
-    for module in (*routers, live, manifest):
+    for module in (*routers, live, manifest, streams):
         app.include_router(module.router)
     console.mount(app)
     return app

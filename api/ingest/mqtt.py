@@ -26,6 +26,8 @@
   certificates and username/password from the settings.
 - Shared subscriptions (``mqtt_shared_group``): ``$share/<group>/...`` splits the load between
   API workers, each with its own client id.
+- With a ``StreamBoard`` (api.ingest.streams), the retained ``<prefix>/streams/+/state`` and
+  ``/snapshot`` too: QoS 0, never shared (each worker keeps them all), past the inbox and the database.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ from api.errors import ConfigError, IngestUnavailableError
 from api.ingest.batch import Message, Prepared, commit_batch, prepare_batch
 from api.ingest.inbox import Held, Inbox
 from api.ingest.service import IngestOutcome, IngestResult, ingest_event, record_dead_letter
+from api.ingest.streams import StreamBoard
 from api.services.routing import RoutingTable
+from detector.contracts.events import stream_topic_filter
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +99,10 @@ class MqttIngest:
         evidence_store: EvidenceStore,
         *,
         routing: RoutingTable | None = None,
+        streams: StreamBoard | None = None,
     ) -> None:
         self._settings = settings
+        self._streams = streams
         self._session_factory = session_factory
         self._store = evidence_store
         self._routing = routing
@@ -199,6 +205,9 @@ class MqttIngest:
             self._inbox.drop_older(generation, keep=lambda m: m.qos == 0)
         topic = s.violations_topic_filter
         client.subscribe(topic, qos=1)
+        if self._streams is not None:  # retained: the broker sends every stream's latest at once
+            kinds = ("state", "snapshot")
+            client.subscribe([(stream_topic_filter(k, s.mqtt_topic_prefix), 0) for k in kinds])
         version = "5" if self._v5 else "3.1.1"
         log.info(
             "MQTT %s connected (session present: %s); subscribing %s", version, flags.session_present, topic
@@ -225,6 +234,9 @@ class MqttIngest:
             log.error("MQTT subscription refused: %s", failed)
 
     def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        streams, prefix = self._streams, self._settings.mqtt_topic_prefix
+        if streams is not None and streams.on_message(message.topic, bytes(message.payload), prefix):
+            return  # a stream's state or snapshot: kept in memory, nothing to ack (QoS 0)
         with self._lock:
             generation = self._generation if client is self._client else -1
             self._counts["received"] += 1

@@ -15,6 +15,8 @@ content types, the credential and role needed up front, its quotas, the upload f
 - ``GET /models``: ``json_max_bytes``; a reviewer, dispatcher or admin credential.
 - ``GET /cases/{id}/actions``: ``json_max_bytes``; the route checks the reader (anonymous reads).
 - ``GET /console/...``: ``json_max_bytes``; no credential (static files, no data).
+- ``GET /streams``, ``GET /streams/{id}/snapshot``: ``json_max_bytes``; a staff credential.
+- ``PUT /streams/{id}/zones``: ``json_max_bytes``, JSON; an admin credential.
 - anything else: ``json_max_bytes``, any type.
 
 The form routes also take one file at most (``FORM_LIMITS``).
@@ -31,6 +33,7 @@ from api.core.config import Settings
 from api.core.ingress import Quotas, RoutePolicy
 from api.services.auth import STAFF_READERS, Role
 from api.services.reviews import CORRECTORS, REVIEW_READERS
+from api.services.streams_file import ZONE_EDITORS
 
 FORM = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
 MULTIPART = frozenset({"multipart/form-data"})
@@ -141,6 +144,25 @@ def build_policies(
         ),
         RoutePolicy("read a case's actions", "GET", r"/cases/[^/]+/actions", settings.json_max_bytes),
         RoutePolicy("open the console", "GET", r"/console(/.*)?", settings.json_max_bytes),
+    ]
+    policies += [  # the console's stream pages (api/routes/streams.py)
+        RoutePolicy(
+            "read the streams",
+            "GET",
+            r"/streams(/[^/]+/snapshot)?",
+            settings.json_max_bytes,
+            credential=True,
+            roles=STAFF_READERS,
+        ),
+        RoutePolicy(
+            "edit zones",
+            "PUT",
+            r"/streams/[^/]+/zones",
+            settings.json_max_bytes,
+            JSON,
+            credential=True,
+            roles=ZONE_EDITORS,
+        ),
     ]
     default = RoutePolicy("send this", "*", r".*", settings.json_max_bytes)
     return policies, default

@@ -31,6 +31,7 @@ from detector.delivery.mqtt import MqttSettings, PahoCommunicator
 from detector.delivery.outbox import Outbox
 from detector.delivery.publisher import Publisher
 from detector.delivery.recheck import Rechecker
+from detector.delivery.snapshots import Snapshots
 from detector.inference.hotswap import ManifestWatcher, start_watch
 from detector.inference.model import ModelResolveError
 from detector.inference.rule_models import RuleModelSet, StreamModels, load_rule_models
@@ -82,6 +83,7 @@ class Detector:
     models: RuleModelSet | None = None
     watcher: ManifestWatcher | None = None  # swaps in a new default without a restart (models.watch_s)
     collector: Collector | None = None  # frames worth labelling (streams.yaml `collect:`)
+    snapshots: Snapshots | None = None  # each stream's view, retained on streams/{id}/snapshot
     live: ConfigWatcher | None = None  # applies an edited streams.yaml stream by stream (live_reload_s)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -106,6 +108,7 @@ class Detector:
         self.outbox = Outbox(outbox_dir / f"{cfg.worker_id}.sqlite3", max_events=cfg.outbox.max_events)
         self.comm = PahoCommunicator(mqtt_settings(cfg)).start()
         self.publisher = Publisher(self.comm, self.outbox, topic_prefix=cfg.mqtt.topic_prefix)
+        self.snapshots = Snapshots(self.comm, self._snapshot_every, topic_prefix=cfg.mqtt.topic_prefix)
         backends = {mid: m.backend for mid, m in models.models.items()}
         self.service = InferenceService(backends, self.stop_event, max_batch=models.batches)
         if cfg.collect.enabled:
@@ -174,12 +177,22 @@ class Detector:
         return handle
 
     def _submit(self, frame: Frame, block: bool) -> None:
+        if self.snapshots is not None:
+            self.snapshots.on_frame(frame.stream_id, frame.image)
         if self.service is not None:
             self.service.submit(frame, block=block)
 
     def _state(self, stream_id: str, state: dict[str, Any]) -> None:
+        if self.snapshots is not None:
+            self.snapshots.on_state(stream_id, state)
         if self.publisher is not None:
             self.publisher.publish_state(stream_id, state)
+
+    def _snapshot_every(self, stream_id: str) -> float:
+        """The stream's ``snapshot_s``, else the top-level one (the current config: edits apply)."""
+        cfg = self.cfg
+        own = next((s.snapshot_s for s in cfg.streams if s.id == stream_id), None)
+        return cfg.snapshot_s if own is None else own
 
     def all_finished(self) -> bool:
         return bool(self.workers) and all(not w.is_alive() for w in self.workers)

@@ -43,6 +43,7 @@ from detector.config.validators import (
     duplicate_stream_ids,
 )
 from detector.config.yamlparse import mask_url
+from detector.contracts.zones import duplicate_zone_ids, stray_param_problems
 from detector.rules.params import RULE_NAMES, RulesConfig
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -222,12 +223,7 @@ class ZoneConfig(_Section):
 
     @model_validator(mode="after")
     def _check_params(self) -> ZoneConfig:
-        problems = [
-            Problem(("params", name), f"override for rule '{name}' which this zone does not check",
-                    f"add '{name}' to this zone's rules or remove the override")
-            for name in self.params
-            if name not in self.rules
-        ]  # fmt: skip
+        problems = stray_param_problems(self.rules, self.params)
         if problems:
             raise ConfigProblem(problems)
         return self
@@ -272,6 +268,13 @@ class StreamConfig(_Section):
         description="File sources under `citywatch run`: playback speed against real time (1 = as a live "
         "camera, 0 = as fast as possible). `citywatch replay` always runs as fast as possible.",
     )
+    snapshot_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=86400.0,
+        description="Seconds between snapshots of this stream (the console draws its zones on them); "
+        "None: the top-level snapshot_s; 0 = off.",
+    )
     location: LocationConfig = Field(
         default_factory=lambda: LocationConfig(), description="Where the camera looks."
     )
@@ -294,14 +297,7 @@ class StreamConfig(_Section):
 
     @model_validator(mode="after")
     def _unique_zones(self) -> StreamConfig:
-        seen: dict[str, int] = {}
-        problems: list[Problem] = []
-        for index, zone in enumerate(self.zones):
-            if zone.id in seen:
-                message = f"zone id '{zone.id}' is already used by zones[{seen[zone.id]}]"
-                hint = "give every zone of a stream its own id"
-                problems.append(Problem(("zones", index, "id"), message, hint))
-            seen.setdefault(zone.id, index)
+        problems = [p.under(("zones",)) for p in duplicate_zone_ids(enumerate(z.id for z in self.zones))]
         if problems:
             raise ConfigProblem(problems)
         return self
@@ -358,6 +354,13 @@ class CitywatchConfig(_Section):
     )
     outbox: OutboxConfig = Field(default_factory=lambda: OutboxConfig(), description="Durable event outbox.")
     evidence: EvidenceConfig = Field(default_factory=lambda: EvidenceConfig(), description="Evidence images.")
+    snapshot_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=86400.0,
+        description="A JPEG of each stream's view (at most 640 px wide) is published, retained, on "
+        "streams/{id}/snapshot when it goes live and then every snapshot_s seconds; 0 = off.",
+    )
     collect: CollectConfig = Field(
         default_factory=lambda: CollectConfig(), description="Frames kept for labelling (off by default)."
     )

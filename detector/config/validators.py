@@ -6,41 +6,31 @@ and a fix hint; ``detector.config`` attaches them to fields with ``Annotated`` v
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from detector.config.errors import ConfigProblem, Problem, did_you_mean
-from detector.rules.params import RULE_NAMES
+from detector.config.errors import ConfigProblem, Problem
+from detector.contracts.zones import (
+    Point,
+    close_polygon,
+    polygon_problems,
+    polygon_shape_problems,
+    rule_name_problems,
+)
 
-Point = tuple[float, float]
 _Names = TypeVar("_Names", list[str], dict[str, dict[str, Any]])
 
 SOURCE_SCHEMES = ("file", "rtsp", "rtsps", "http", "https")
-_POINT_HINT = "write each point as [x, y], e.g. [[0.1, 0.5], [0.9, 0.5], [0.9, 0.95]]"
-_EPS = 1e-9  # the same tolerance as detector.rules.zones, so what passes here passes there
-_RANGE_HINT = "coordinates are fractions of the frame width and height, 0 (left/top) to 1 (right/bottom)"
-_PIXEL_HINT = "coordinates are fractions of the frame, not pixels: divide x by the width and y by the height"
 
 
-# -- polygons --------------------------------------------------------------------------------
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+# -- polygons and rule names (the checks live in detector.contracts.zones: the API runs them too) ----
 
 
 def check_polygon_shape(value: Any) -> Any:
     """Before type validation: a list of two-number points, with one clear message per bad point."""
-    if not isinstance(value, list | tuple):
-        raise ConfigProblem.at((), "polygon must be a list of [x, y] points", _POINT_HINT)
-    problems = [
-        Problem((index,), f"point {index} must be [x, y] with two numbers", _POINT_HINT)
-        for index, point in enumerate(value)
-        if not (isinstance(point, list | tuple) and len(point) == 2 and all(_is_number(c) for c in point))
-    ]
+    problems = polygon_shape_problems(value)
     if problems:
         raise ConfigProblem(problems)
     return value
@@ -51,122 +41,15 @@ def check_polygon(points: list[Point]) -> list[Point]:
 
     A closing point equal to the first one is dropped.
     """
-    if len(points) >= 4 and _same(points[0], points[-1]):
-        points = points[:-1]
-    problems: list[Problem] = []
-    looks_like_pixels = any(c > 1.5 for point in points for c in point)
-    for index, point in enumerate(points):
-        bad = [f"{axis} = {c:g}" for axis, c in zip("xy", point, strict=True) if not 0.0 <= c <= 1.0]
-        if bad:
-            hint = _PIXEL_HINT if looks_like_pixels else _RANGE_HINT
-            verb = "is" if len(bad) == 1 else "are"
-            problems.append(Problem((index,), f"{' and '.join(bad)} {verb} outside 0..1", hint))
-    if len(points) < 3:
-        problems.append(
-            Problem((), "polygon needs at least 3 points", "list three or more [x, y] pairs between 0 and 1")
-        )
+    problems = polygon_problems(points)
     if problems:
         raise ConfigProblem(problems)
-    for index in range(len(points)):
-        if _same(points[index], points[index - 1]):
-            raise ConfigProblem.at(
-                (index,), f"point {index} repeats the point before it", "remove the repeated point"
-            )
-    if all(_orient(points[0], points[1], p) == 0 for p in points[2:]):
-        raise ConfigProblem.at(
-            (), "polygon has no area: its points lie on one line", "move the points apart to enclose the zone"
-        )
-    crossing = _first_crossing(points)
-    if crossing is not None:
-        a, b = crossing
-        n = len(points)
-        raise ConfigProblem.at(
-            (),
-            f"polygon is self-intersecting: the edge from point {a} to {(a + 1) % n} crosses "
-            f"the edge from point {b} to {(b + 1) % n}",
-            "list the points in order around the zone (clockwise or counter-clockwise) so no edges cross",
-        )
-    if _area(points) <= _EPS:
-        raise ConfigProblem.at(
-            (), "polygon has (almost) no area", "move the points apart to enclose the zone"
-        )
-    return points
-
-
-def _same(p: Point, q: Point) -> bool:
-    return math.isclose(p[0], q[0], abs_tol=1e-8) and math.isclose(p[1], q[1], abs_tol=1e-8)
-
-
-def _area(points: list[Point]) -> float:
-    pairs = zip(points, points[1:] + points[:1], strict=True)
-    return abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in pairs)) / 2
-
-
-def _orient(p: Point, q: Point, r: Point) -> int:
-    value = (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
-    return 0 if abs(value) < _EPS else (1 if value > 0 else -1)
-
-
-def _on_segment(p: Point, q: Point, r: Point) -> bool:
-    """``r`` (collinear with p-q) lies within the bounding box of p-q."""
-    return min(p[0], q[0]) - _EPS <= r[0] <= max(p[0], q[0]) + _EPS and (
-        min(p[1], q[1]) - _EPS <= r[1] <= max(p[1], q[1]) + _EPS
-    )
-
-
-def _segments_touch(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
-    o1, o2, o3, o4 = _orient(p1, p2, q1), _orient(p1, p2, q2), _orient(q1, q2, p1), _orient(q1, q2, p2)
-    if o1 != o2 and o3 != o4 and 0 not in (o1, o2, o3, o4):
-        return True
-    return (
-        (o1 == 0 and _on_segment(p1, p2, q1))
-        or (o2 == 0 and _on_segment(p1, p2, q2))
-        or (o3 == 0 and _on_segment(q1, q2, p1))
-        or (o4 == 0 and _on_segment(q1, q2, p2))
-    )
-
-
-def _first_crossing(points: list[Point]) -> tuple[int, int] | None:
-    """Indices of the first two edges that cross (edge i runs from point i to point i+1)."""
-    n = len(points)
-    edges = [(points[i], points[(i + 1) % n]) for i in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            if j == i + 1 or (i == 0 and j == n - 1):
-                # Neighbours share a point; they only overlap if one folds back along the other.
-                (a, b), (c, d) = edges[i], edges[j]
-                shared, p, q = (b, a, d) if j == i + 1 else (a, b, c)
-                folds_back = (p[0] - shared[0]) * (q[0] - shared[0]) + (p[1] - shared[1]) * (
-                    q[1] - shared[1]
-                ) > 0
-                if _orient(p, shared, q) == 0 and folds_back:
-                    return (i, j)
-                continue
-            if _segments_touch(*edges[i], *edges[j]):
-                return (i, j)
-    return None
-
-
-# -- rule names ------------------------------------------------------------------------------
+    return close_polygon(points)
 
 
 def check_rule_names(value: _Names) -> _Names:
     """Every name (list item or mapping key) is one of ``RULE_NAMES``; a list names each once."""
-    items: list[tuple[str | int, str]] = (
-        list(enumerate(value)) if isinstance(value, list) else [(name, name) for name in value]
-    )
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for loc, name in items:
-        if name not in RULE_NAMES:
-            guess = did_you_mean(name, RULE_NAMES)
-            hint = f"did you mean '{guess}'? " if guess else ""
-            problems.append(
-                Problem((loc,), f"unknown rule '{name}'", hint + f"rules are: {', '.join(RULE_NAMES)}")
-            )
-        elif name in seen:
-            problems.append(Problem((loc,), f"rule '{name}' is listed twice", "list each rule once"))
-        seen.add(name)
+    problems = rule_name_problems(value)
     if problems:
         raise ConfigProblem(problems)
     return value

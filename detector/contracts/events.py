@@ -105,6 +105,32 @@ def state_topic(stream_id: str, prefix: str = TOPIC_PREFIX) -> str:
     return f"{prefix}/streams/{check_stream_id(stream_id)}/state"
 
 
+def snapshot_topic(stream_id: str, prefix: str = TOPIC_PREFIX) -> str:
+    """A stream's latest view, a JPEG at most 640 px wide (QoS 1, retained): what zones are drawn on."""
+    return f"{prefix}/streams/{check_stream_id(stream_id)}/snapshot"
+
+
+STREAM_TOPIC_KINDS: Final = ("state", "snapshot")
+
+
+def stream_topic_filter(kind: str, prefix: str = TOPIC_PREFIX) -> str:
+    """Every stream's ``state`` or ``snapshot``: ``{prefix}/streams/+/{kind}``."""
+    if kind not in STREAM_TOPIC_KINDS:
+        raise EventError(f"no stream topic {kind!r}; stream topics are {', '.join(STREAM_TOPIC_KINDS)}")
+    return f"{prefix}/streams/+/{kind}"
+
+
+def parse_stream_topic(topic: str, prefix: str = TOPIC_PREFIX) -> tuple[str, str] | None:
+    """``(stream id, kind)`` of a ``{prefix}/streams/{id}/{state|snapshot}`` topic, else ``None``."""
+    head = f"{prefix}/streams/"
+    if not topic.startswith(head):
+        return None
+    stream_id, _, kind = topic[len(head) :].partition("/")
+    if kind not in STREAM_TOPIC_KINDS or not _STREAM_RE.fullmatch(stream_id):
+        return None
+    return stream_id, kind
+
+
 def status_topic(worker: str, prefix: str = TOPIC_PREFIX) -> str:
     return f"{prefix}/status/{check_stream_id(worker)}"
 

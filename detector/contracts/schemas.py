@@ -1,9 +1,11 @@
 """The v1 JSON Schemas (this folder) and their one ``date-time`` rule, for the detector and the API alike.
 
 Every message over MQTT has a schema here: the violation event, the stream state, the status, the
-camera re-check (command and result). Both sides validate with :func:`contract_validator`, so a
-payload one side sends is judged by the rule the other side reads it with. ``date-time`` is RFC 3339
-with a zone (``2026-01-01T08:00:20+00:00``); fractions of any length up to nanoseconds.
+camera re-check (command and result); so has ``streams.yaml`` (generated from the detector's models,
+for the API's zone editor: ``detector.contracts.zones``). Both sides validate with
+:func:`contract_validator`, so a payload one side sends is judged by the rule the other side reads
+it with. ``date-time`` is RFC 3339 with a zone (``2026-01-01T08:00:20+00:00``); fractions of any
+length up to nanoseconds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ EVENT_SCHEMA_FILE: Final = "violation-event.v1.schema.json"
 STATE_SCHEMA_FILE: Final = "stream-state.v1.schema.json"
 STATUS_SCHEMA_FILE: Final = "status.v1.schema.json"
 RECHECK_SCHEMA_FILE: Final = "recheck.v1.schema.json"
-SCHEMA_FILES: Final = (EVENT_SCHEMA_FILE, STATE_SCHEMA_FILE, STATUS_SCHEMA_FILE, RECHECK_SCHEMA_FILE)
+STREAMS_SCHEMA_FILE: Final = "streams.v1.schema.json"  # generated: python -m detector.config.schema_export
+SCHEMA_FILES: Final = (
+    EVENT_SCHEMA_FILE,
+    STATE_SCHEMA_FILE,
+    STATUS_SCHEMA_FILE,
+    RECHECK_SCHEMA_FILE,
+    STREAMS_SCHEMA_FILE,
+)
 
 JsonDict = dict[str, Any]
 

@@ -6,14 +6,21 @@ partial override dicts (stream level, then zone level) on top of the defaults.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-RULE_NAMES = ("illegal_parking", "street_vending", "illegal_structure", "unclean_road")
+from detector.contracts.zones import RULE_NAMES, active_hours_error, timezone_error
 
-_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-(?:([01]\d|2[0-3]):([0-5]\d)|24:00)$")
+__all__ = [
+    "RULE_NAMES",
+    "LitterParams",
+    "ParkingParams",
+    "RuleParams",
+    "RulesConfig",
+    "StructureParams",
+    "VendingParams",
+]
 
 
 class RuleParams(BaseModel):
@@ -101,20 +108,17 @@ class VendingParams(RuleParams):
     @field_validator("active_hours")
     @classmethod
     def _check_hours(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if not _HOURS.match(item.strip()):
-                raise ValueError(f'active_hours entry {item!r} is not "HH:MM-HH:MM" (24-hour clock)')
+        error = active_hours_error(value)  # the API's zone editor judges them the same way
+        if error is not None:
+            raise ValueError(error)
         return [v.strip() for v in value]
 
     @field_validator("timezone")
     @classmethod
     def _check_tz(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)") from exc
+        error = timezone_error(value)
+        if error is not None:
+            raise ValueError(error)
         return value
 
 

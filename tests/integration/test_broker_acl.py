@@ -154,6 +154,7 @@ def test_who_may_connect(broker: Broker, user: str | None, password: str | None,
 PUBLISHES = [
     ("detector: violation event", "detector", "violations/cam-1", True),
     ("detector: stream state", "detector", "streams/cam-1/state", True),
+    ("detector: stream snapshot", "detector", "streams/cam-1/snapshot", True),
     ("detector: worker status", "detector", "status/det-1", True),
     ("detector: re-check answer on the agreed topic", "detector", "recheck-results/cam-1", True),
     ("detector: re-check answer below the agreed topic", "detector", "recheck-results/cam-1/x", False),
@@ -167,6 +168,9 @@ PUBLISHES = [
     ("api: forged violation event", "api", "violations/cam-1", False),
     ("api: forged re-check answer", "api", "recheck-results/cam-1", False),
     ("api: forged worker status", "api", "status/det-1", False),
+    ("api: forged stream state", "api", "streams/cam-1/state", False),
+    ("api: forged stream snapshot", "api", "streams/cam-1/snapshot", False),
+    ("survey: stream snapshot", "survey", "streams/cam-1/snapshot", False),
 ]  # fmt: skip
 
 
@@ -201,6 +205,9 @@ SUBSCRIBES = [
     ("api: re-check answers", "api", "recheck-results/+", "recheck-results/cam-1", True, None),
     ("api: re-check commands", "api", "commands/recheck/+", "commands/recheck/cam-1", False, "violations/s"),
     ("api: worker status", "api", "status/+", "status/det-1", False, "violations/s"),
+    ("api: stream states", "api", "streams/+/state", "streams/cam-1/state", True, None),
+    ("api: stream snapshots", "api", "streams/+/snapshot", "streams/cam-1/snapshot", True, None),
+    ("survey: stream snapshots", "survey", "streams/+/snapshot", "streams/cam-1/snapshot", False, None),
     ("survey: violation events", "survey", "violations/+", "violations/cam-1", False, None),
     ("survey: everything", "survey", "#", "commands/recheck/cam-1", False, None),
 ]  # fmt: skip
