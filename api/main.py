@@ -55,10 +55,12 @@ from api.routes import (
     reviews,
     streams,
 )
+from api.routes import metrics as metrics_routes
 from api.routes.common import validation_error
 from api.routes.limits import build_policies, report_quotas
 from api.services.auth import Authenticator
 from api.services.lifecycle import Desk
+from api.services.metrics import ApiMetrics, RequestMetrics
 from api.services.recheck import RecheckSender
 from api.services.recheck_answers import handle_result
 from api.services.recheck_mqtt import RecheckMqtt
@@ -177,6 +179,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.state.report_quotas = report_quotas(settings)
     policies, default = build_policies(settings, open311_error=open311.ingress_error)
     app.add_middleware(IngressGuard, policies=policies, default=default, limiter=limiter)
+    app.state.metrics = metrics = ApiMetrics(app.state)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: it times what the guard refuses too
+    app.include_router(metrics_routes.router)
     app.add_exception_handler(NotFoundError, _detail(404))
     app.add_exception_handler(InvalidDigestError, _detail(404))
     app.add_exception_handler(AuthenticationError, _detail(401, {"WWW-Authenticate": "Bearer"}))

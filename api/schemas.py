@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -151,6 +151,15 @@ class HealthPublic(BaseModel):
     status: str = Field(description="ok | degraded (ingest enabled but not connected) | error (database)")
     db: dict[str, Any]
     ingest: dict[str, Any]
+
+
+class AlivePublic(BaseModel):
+    status: Literal["alive"] = Field(description="the process answers")
+
+
+class ReadyPublic(BaseModel):
+    ready: bool = Field(description="the database answers and, with MQTT ingest on, the broker is connected")
+    reasons: list[str] = Field(description="why not ready (empty when ready)")
 
 
 class CaseFilters(BaseModel):

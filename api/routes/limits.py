@@ -11,6 +11,8 @@ content types, the credential and role needed up front, its quotas, the upload f
 - ``POST /cases/{id}/correct``: ``json_max_bytes``, JSON; a reviewer, dispatcher or admin credential.
 - ``POST /cases/{id}/{action}``: ``json_max_bytes``, JSON; a credential.
 - ``GET /reviews``: ``json_max_bytes``; a reviewer, dispatcher or admin credential.
+- ``GET /metrics``: ``json_max_bytes``; a credential, if any, of staff (the route refuses an anonymous
+  caller that is not on loopback).
 - ``GET /live``: ``json_max_bytes``; a staff credential (admin, reviewer, dispatcher, field unit).
 - ``GET /models``: ``json_max_bytes``; a reviewer, dispatcher or admin credential.
 - ``GET /cases/{id}/actions``: ``json_max_bytes``; the route checks the reader (anonymous reads).
@@ -145,6 +147,9 @@ def build_policies(
         RoutePolicy("read a case's actions", "GET", r"/cases/[^/]+/actions", settings.json_max_bytes),
         RoutePolicy("open the console", "GET", r"/console(/.*)?", settings.json_max_bytes),
     ]
+    policies.append(
+        RoutePolicy("read the metrics", "GET", r"/metrics", settings.json_max_bytes, roles=STAFF_READERS)
+    )
     policies += [  # the console's stream pages (api/routes/streams.py)
         RoutePolicy(
             "read the streams",

@@ -23,6 +23,8 @@ from typing import Any
 
 from detector.collect.collector import Collector
 from detector.commands.live import ConfigWatcher, start_live
+from detector.commands.metrics import start_metrics
+from detector.commands.metrics_server import MetricsServer
 from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamConfig, load_config
 from detector.contracts.detections import Detections
 from detector.contracts.errors import DetectorError
@@ -85,6 +87,7 @@ class Detector:
     collector: Collector | None = None  # frames worth labelling (streams.yaml `collect:`)
     snapshots: Snapshots | None = None  # each stream's view, retained on streams/{id}/snapshot
     live: ConfigWatcher | None = None  # applies an edited streams.yaml stream by stream (live_reload_s)
+    metrics: MetricsServer | None = None  # /metrics, /healthz, /readyz (streams.yaml `metrics:`)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -124,6 +127,7 @@ class Detector:
             self._start_worker(stream)
         log.info("detector %s: %d streams, models %s", cfg.worker_id, len(self.workers), models.describe())
         self.live = start_live(self)
+        self.metrics = start_metrics(self)
         return self
 
     def _register(self, stream: StreamConfig, plan: StreamModels) -> None:
@@ -198,6 +202,8 @@ class Detector:
         return bool(self.workers) and all(not w.is_alive() for w in self.workers)
 
     def stop(self, flush_s: float = 10.0) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         self.stop_event.set()
         if self.live is not None:  # first: no stream starts or stops behind this
             self.live.join(timeout=30)

@@ -28,6 +28,7 @@ from pydantic import (
 from detector.config.collect import CollectConfig
 from detector.config.errors import ConfigProblem, Loc, Problem, problems_from_validation_error
 from detector.config.ingest import IngestConfig
+from detector.config.metrics import MetricsConfig
 from detector.config.model import (
     RULE_MODELS_DESCRIPTION,
     ModelConfig,
@@ -360,6 +361,9 @@ class CitywatchConfig(_Section):
         le=86400.0,
         description="A JPEG of each stream's view (at most 640 px wide) is published, retained, on "
         "streams/{id}/snapshot when it goes live and then every snapshot_s seconds; 0 = off.",
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=lambda: MetricsConfig(), description="Prometheus metrics and health checks."
     )
     collect: CollectConfig = Field(
         default_factory=lambda: CollectConfig(), description="Frames kept for labelling (off by default)."

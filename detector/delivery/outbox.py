@@ -301,5 +301,14 @@ class Outbox:
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
 
+    def depth(self) -> tuple[int, float | None]:
+        """How many entries wait for an acknowledgement, and when the oldest was stored (None: empty)."""
+        with self._lock:
+            try:
+                count, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM outbox").fetchone()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
+        return int(count), None if oldest is None else float(oldest)
+
     def __len__(self) -> int:
         return self.count()

@@ -106,6 +106,7 @@ class Publisher:
         self._stopping = threading.Event()
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
+        self.published = 0  # events stored in the outbox by this publisher
         self.acked = 0
         self.retried = 0
         if start:
@@ -133,6 +134,8 @@ class Publisher:
         entry_id = self._outbox.put(
             violations_topic(payload["stream"], self._prefix), encode_event(payload), 1
         )
+        with self._lock:
+            self.published += 1
         self._wake.set()
         return entry_id
 
@@ -184,6 +187,7 @@ class Publisher:
         return {
             "pending": self._outbox.count(),
             "inflight": inflight,
+            "published": self.published,
             "acked": self.acked,
             "retried": self.retried,
         }

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from detector.contracts.detections import Detections
@@ -64,6 +64,7 @@ class StreamCounters:
     dropped: int = 0
     last_lag_s: float | None = None
     max_lag_s: float = 0.0
+    infer_s: float = 0.0  # model seconds spent on this stream's frames (its share of each batch)
 
 
 @dataclass
@@ -261,6 +262,14 @@ class InferenceService(threading.Thread):
             lag = None if c.last_lag_s is None else round(c.last_lag_s, 3)
             return {"lag_s": lag, "inference_dropped": c.dropped}
 
+    def counters_now(self) -> tuple[dict[str, StreamCounters], dict[str, ModelCounters]]:
+        """Copies of the per-stream and per-model counters, taken at one instant (for the metrics)."""
+        with self._cv:
+            return (
+                {sid: replace(c) for sid, c in self.counters.items()},
+                {m: replace(c) for m, c in self.model_counters.items()},
+            )
+
     def reset_lag(self) -> None:
         with self._cv:
             for c in self.counters.values():
@@ -403,6 +412,7 @@ class InferenceService(threading.Thread):
             mc.batches += 1
             mc.frames += len(batch)
             for job, dets in zip(batch, results, strict=True):
+                self.counters[job.frame.stream_id].infer_s += spent / len(batch)
                 job.pending.discard(model)
                 job.results[model] = dets
                 if not job.pending and not job.dead:

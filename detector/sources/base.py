@@ -213,3 +213,4 @@ class SourceStats:
     decode_errors: int = 0
     dropped_corrupt: int = 0
     last_pts_s: float | None = None
+    decode_s: float = 0.0  # wall seconds in the decoder and the colour conversion of the samples

@@ -192,6 +192,7 @@ class DecodeSession:
                 if pk.is_keyframe:  # a key frame not due yet: the stream works, it is simply not decoded
                     self.progress_at = time.monotonic()
                 continue
+            t0 = time.perf_counter()
             try:
                 frames = self.stream.decode(pk)
             except av.error.FFmpegError as exc:
@@ -206,6 +207,8 @@ class DecodeSession:
                         "corrupt",
                     ) from None
                 continue
+            finally:
+                self.stats.decode_s += time.perf_counter() - t0
             consecutive = 0
             yield from self._sample(frames)
         if self.src._stop.is_set():
@@ -278,7 +281,9 @@ class DecodeSession:
             self.refine = False  # frames are out: the anchor stays, so timestamps never step back
             anchor = self.anchor if self.anchor is not None else 0.0
             index = round(pts_s * self.fps) if self.fps else self.stats.decoded - 1
+            t0 = time.perf_counter()
             image: npt.NDArray[np.uint8] = f.to_ndarray(format="bgr24")  # type: ignore[assignment]
+            self.stats.decode_s += time.perf_counter() - t0
             yield Frame(self.src.stream_id, anchor + pts_s, pts_s, image, index)
             self.progress_at = time.monotonic()  # time the consumer held the frame is not a stall
 

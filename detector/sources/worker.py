@@ -60,6 +60,8 @@ class StreamState:
     width: int | None = None
     height: int | None = None
     fps: float = 0.0
+    decoded: int = 0  # frames decoded over every connection (for the metrics; not published)
+    decode_s: float = 0.0  # seconds decoding them and converting the samples
 
     def as_dict(self, stream: StreamConfig) -> dict[str, Any]:
         return {
@@ -250,6 +252,7 @@ class StreamWorker(threading.Thread):
     def _read(self) -> bool:
         """One connection: True when a file ended; raises SourceError when the source fails."""
         src = self._open_source()
+        base = (self.state.decoded, self.state.decode_s)  # this connection's decoding adds to them
         t_wall0: float | None = None
         pts0 = 0.0
         try:
@@ -271,12 +274,14 @@ class StreamWorker(threading.Thread):
                     if self.stop_event.wait(max(0.0, due - time.monotonic())):
                         return False
                 self._count(frame)
+                self._decoded(src, base)
                 self.on_frame(frame, self.is_file)
                 if time.monotonic() - self._published_at >= self.state_every_s:
                     self._publish()
         except SourceError as err:
             raise type(err)(*_scrubbed_args(err, self.url)) from None
         finally:
+            self._decoded(src, base)
             if src.gop_s is not None:
                 self._gop_s = src.gop_s
             with self._source_lock:
@@ -286,6 +291,9 @@ class StreamWorker(threading.Thread):
         if self.is_file:  # a file that ends is finished; a live stream that ends has dropped
             return True
         raise SourceReadError(f"{src.url}: the stream ended (the server closed it)", src.url, "ended")
+
+    def _decoded(self, src: VideoSource, base: tuple[int, float]) -> None:
+        self.state.decoded, self.state.decode_s = base[0] + src.stats.decoded, base[1] + src.stats.decode_s
 
     def _went_live(self, src: VideoSource, frame: Frame) -> None:
         st = self.state

@@ -43,8 +43,10 @@ def make_test_config(
     worker: str,
     file_speed: float = 0.0,
     extra_streams: tuple[dict[str, Any], ...] = (),
+    metrics_port: int = 0,
 ) -> Path:
-    """The root streams.yaml with only ``streams``, absolute clip paths and test MQTT settings."""
+    """The root streams.yaml with only ``streams``, absolute clip paths and test MQTT settings; the
+    metrics server off unless ``metrics_port`` is given (tests run side by side)."""
     cfg = yaml.safe_load((REPO / "streams.yaml").read_text())
     cfg["worker_id"] = worker
     cfg["mqtt"].update({"host": host, "port": port, "topic_prefix": prefix})
@@ -53,6 +55,7 @@ def make_test_config(
         cfg["mqtt"].update({"username": login[0], "password": f"${{{login[2]}}}"})
     cfg["outbox"]["dir"] = str(tmp_path / "outbox")
     cfg["evidence"]["dir"] = str(tmp_path / "evidence")
+    cfg["metrics"] = {"host": "127.0.0.1", "port": metrics_port}
     kept = []
     for s in cfg["streams"]:
         if s["id"] in streams:
