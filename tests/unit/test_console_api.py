@@ -39,6 +39,8 @@ def camera_case(app: FastAPI, stream: str = "cam-101") -> int:
         ("/console/js/live.js", "text/javascript", "Last-Event-ID"),
         ("/console/css/console.css", "text/css", "@media"),
         ("/console/i18n/zh.json", "application/json", "案件"),
+        ("/console/js/pages/case.js", "text/javascript", "/actions"),
+        ("/console/data/map.json", "application/json", '"roads"'),
     ],
 )
 def test_the_console_files(client: TestClient, path: str, media_type: str, words: str) -> None:
