@@ -8,10 +8,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentUser, SettingsDep
+from api.routes.common import AUTH_ERRORS
 from api.services.manifest_view import models_view
 from api.services.reviews import REVIEW_READERS, check_role
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=AUTH_ERRORS)
 
 
 class ModelPublic(BaseModel):
