@@ -119,7 +119,7 @@ export async function render(root, params, ctx) {
     ]);
     if (!ctx.current()) return;
     document.title = `${t('case.title', {id: c.id})} · ${t('app.title')}`;
-    replace(head, h('h1', {}, t('case.title', {id: c.id})), statusBadge(c.status),
+    replace(head, h('h1', {}, t('case.title', {id: c.id})), statusBadge(c.status, 'case-status'),
       c.overdue ? h('span', {class: 'badge overdue'}, t('case.overdue')) : null,
       c.on_hold ? h('span', {class: 'badge'}, t('case.on_hold')) : null,
       h('span', {class: 'muted'}, `${tv('rule', c.rule)} · ${c.stream || tv('source', c.source)}`));

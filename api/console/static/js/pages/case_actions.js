@@ -94,9 +94,9 @@ export function actionsPanel(actions, {onDone, onCorrect}) {
 }
 
 function actionForm(action, onDone, close) {
-  const error = h('p', {class: 'error', role: 'alert', hidden: true});
-  const submit = h('button', {type: 'submit', class: 'primary'}, t('action.confirm', {action: tv('action', action.action)}));
-  const form = h('form', {class: 'action-form', 'data-action': action.action},
+  const error = h('p', {class: 'error', role: 'alert', hidden: true, 'data-test': 'action-error'});
+  const submit = h('button', {type: 'submit', class: 'primary', 'data-test': 'action-submit'}, t('action.confirm', {action: tv('action', action.action)}));
+  const form = h('form', {class: 'action-form', 'data-test': 'action-form', 'data-action': action.action},
     h('h3', {}, tv('action', action.action), action.target ? h('span', {class: 'muted'}, ` → ${tv('status', action.target)}`) : null),
     action.fields.filter((f) => f.kind !== 'box').map((f) => {
       const id = `act-${action.action}-${f.name}`;

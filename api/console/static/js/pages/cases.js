@@ -30,8 +30,8 @@ function hashOf(filters, page) {
   return text ? `#/cases?${text}` : '#/cases';
 }
 
-export function statusBadge(status) {
-  return h('span', {class: 'badge', 'data-status': status}, tv('status', status));
+export function statusBadge(status, test = null) {
+  return h('span', {class: 'badge', 'data-status': status, 'data-test': test}, tv('status', status));
 }
 
 function place(c) {
