@@ -46,12 +46,14 @@ test-services-rtsp:
 
 # The browser tests (tests/browser) drive the console in Debian's Chromium through Playwright for Python
 # (the dev extra's `playwright`; no `playwright install` download): about 115 MB of packages, 370 MB on
-# disk. Without it they skip and say so.
+# disk, and a small Chinese font (5 MB) so the screenshots show 中文 rather than boxes. Without Chromium
+# they skip and say so.
+BROWSER_PKGS = chromium fonts-wqy-microhei
 test-services: test-services-browser
 test-services-browser:
-	@test -x /usr/bin/chromium || command -v chromium >/dev/null 2>&1 || \
-	 (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1))) || \
-	 echo "warning: no Chromium (apt-get install chromium); the browser tests will skip"
+	@( (test -x /usr/bin/chromium || command -v chromium) && fc-list :lang=zh family | grep -q . ) >/dev/null 2>&1 || \
+	 (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS) >/dev/null 2>&1))) || \
+	 echo "warning: no Chromium or Chinese font ($(BROWSER_PKGS)); the browser tests will skip without Chromium"
 
 # The README's console screenshots (docs/screenshots/<page>-<w>x<h>.png), taken by the browser tests.
 screenshots: install test-services-browser $(SCENARIO_CLIPS)
