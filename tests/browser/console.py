@@ -173,7 +173,7 @@ class Console:
         self.goto(page, "/login")
         page.locator("[data-test=login-key]").fill(KEYS[role])
         page.locator("[data-test=login-submit]").click()
-        page.locator(f"[data-test=whoami][data-role={role}]").wait_for()
+        page.locator(f"[data-test=whoami][data-role={role}]").wait_for(state="attached")  # folded on a phone
         return page
 
     def nav_pages(self, page: Page) -> list[str]:
