@@ -54,8 +54,10 @@ class ZoneProblemPublic(BaseModel):
     loc: list[str | int] = Field(description='["body", zone index, key...] in the zones sent')
     msg: str
     type: str
-    hint: str = Field(description="how to fix it, as `citywatch config check` says")
-    path: str = Field(description="the key path in streams.yaml, as `citywatch config check` prints it")
+    hint: str = Field(default="", description="how to fix it, as `citywatch config check` says")
+    path: str = Field(
+        default="", description="the key path in streams.yaml, as `citywatch config check` prints it"
+    )
 
 
 class ZonesInvalidPublic(BaseModel):

@@ -18,7 +18,8 @@ content types, the credential and role needed up front, its quotas, the upload f
 - ``GET /cases/{id}/actions``: ``json_max_bytes``; the route checks the reader (anonymous reads).
 - ``GET /console/...``: ``json_max_bytes``; no credential (static files, no data).
 - ``GET /streams``, ``GET /streams/{id}/snapshot``: ``json_max_bytes``; a staff credential.
-- ``PUT /streams/{id}/zones``: ``json_max_bytes``, JSON; an admin credential.
+- ``PUT /streams/{id}/zones``: ``json_max_bytes``, JSON; a staff credential (the route: an admin's, or
+  any staff's with ``?dry_run=true``, which only judges the zones).
 - anything else: ``json_max_bytes``, any type.
 
 The form routes also take one file at most (``FORM_LIMITS``).
@@ -35,7 +36,6 @@ from api.core.config import Settings
 from api.core.ingress import Quotas, RoutePolicy
 from api.services.auth import STAFF_READERS, Role
 from api.services.reviews import CORRECTORS, REVIEW_READERS
-from api.services.streams_file import ZONE_EDITORS
 
 FORM = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
 MULTIPART = frozenset({"multipart/form-data"})
@@ -166,7 +166,7 @@ def build_policies(
             settings.json_max_bytes,
             JSON,
             credential=True,
-            roles=ZONE_EDITORS,
+            roles=STAFF_READERS,  # saving: admin only (the route); judging (?dry_run=true): any staff
         ),
     ]
     default = RoutePolicy("send this", "*", r".*", settings.json_max_bytes)

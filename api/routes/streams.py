@@ -8,20 +8,21 @@
   the zones list as in streams.yaml; zones ``citywatch config check`` would refuse are a 422 with its
   messages, key paths and hints; the file is rewritten keeping its comments and order. 409 when the
   file is not set or not writable, 404 when it has no such stream. The detector applies the edit
-  itself (it reloads the file when it changes).
+  itself (it reloads the file when it changes). ``?dry_run=true`` only judges (the zone editor's
+  "check" button; the file need not be writable).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import CurrentUser
 from api.errors import ForbiddenError, NotFoundError
 from api.ingest.streams import StreamBoard
-from api.routes.common import AUTH_ERRORS, BODY_ERRORS, Responses
+from api.routes.common import AUTH_ERRORS, BODY_ERRORS, UNPROCESSABLE, Responses
 from api.schemas import ConflictPublic, ErrorPublic
 from api.schemas_streams import StreamPublic, StreamsPublic, StreamStatePublic, ZonesInvalidPublic
 from api.services.auth import STAFF_READERS, Principal
@@ -41,6 +42,7 @@ _JPEG: Responses = {
     404: {"model": ErrorPublic, "description": "no such stream, or no snapshot of it yet"},
 }
 _PUT: Responses = {
+    400: UNPROCESSABLE[400],  # the body is no JSON
     404: {"model": ErrorPublic, "description": "the streams file has no such stream"},
     409: {"model": ConflictPublic, "description": "the streams file is unset, unreadable or not writable"},
     422: {"model": ZonesInvalidPublic, "description": "zones `citywatch config check` would refuse"},
@@ -136,15 +138,20 @@ def get_snapshot(request: Request, user: CurrentUser, stream_id: StreamId) -> Re
     openapi_extra={"requestBody": {"required": True, "content": {JSON_TYPE: {"schema": _ZONES_BODY}}}},
 )
 def put_zones(
-    request: Request, user: CurrentUser, stream_id: StreamId, zones: Annotated[Any, Body()]
+    request: Request,
+    user: CurrentUser,
+    stream_id: StreamId,
+    zones: Annotated[Any, Body()],
+    dry_run: Annotated[bool, Query(description="judge the zones only; nothing is written")] = False,
 ) -> StreamPublic | JSONResponse:
     """Replace the stream's zones in the streams file (admin). Judged as `citywatch config check`
-    judges them; written back keeping the file's comments, key order and indentation, atomically."""
-    if user.role not in ZONE_EDITORS:
+    judges them; written back keeping the file's comments, key order and indentation, atomically.
+    With ``dry_run`` the zones are only judged (any staff role; the file need not be writable)."""
+    if user.role not in (STAFF_READERS if dry_run else ZONE_EDITORS):
         raise ForbiddenError(f"role {user.role.value!r} may not edit zones (admin only)")
     board = _board(request)
     try:
-        entry = _file(request).replace_zones(stream_id, zones)
+        entry = _file(request).replace_zones(stream_id, zones, dry_run=dry_run)
     except ZonesInvalidError as exc:
         return JSONResponse(status_code=422, content={"detail": exc.detail()})
     return _public(stream_id, entry, board.states().get(stream_id), board)

@@ -230,10 +230,11 @@ class StreamsFile:
         self._cache = (key, entries)
         return entries
 
-    def replace_zones(self, stream_id: str, zones: Any) -> StreamEntry:
-        """Judge ``zones`` and write them as the stream's ``zones:``; the entry as written."""
+    def replace_zones(self, stream_id: str, zones: Any, *, dry_run: bool = False) -> StreamEntry:
+        """Judge ``zones`` and write them as the stream's ``zones:``; the entry as written.
+        ``dry_run``: judge only (the file need not be writable), the entry as it would be."""
         reason = self.read_only_reason()
-        if reason is not None:
+        if reason is not None and not (dry_run and self.path is not None):
             raise StreamsFileError(f"the zones cannot be saved: {reason}")
         with self._lock:
             text, yaml, data = self._load()
@@ -244,6 +245,8 @@ class StreamsFile:
             entry["zones"] = _zones_node(zones, entry.get("zones"))
             out = io.StringIO()
             yaml.dump(data, out)
+            if dry_run:
+                return _entries(data)[index]
             if out.getvalue() != text:
                 _write_atomically(self.path, out.getvalue())  # type: ignore[arg-type]
             self._cache = None

@@ -271,6 +271,20 @@ def test_only_admins_save_zones(client: TestClient, streams_file: Path, who: str
     assert streams_file.read_text(encoding="utf-8") == STREAMS_YAML
 
 
+def test_a_dry_run_judges_without_writing(
+    client: TestClient, streams_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("api.services.streams_file.os.access", lambda _p, _mode: False)  # read-only
+    url = "/streams/cam-1/zones?dry_run=true"
+    answer = client.put(url, json=NEW_ZONES, headers=auth("reviewer"))
+    assert answer.status_code == 200, answer.text
+    assert [z["id"] for z in answer.json()["zones"]] == ["kerb", "road"]
+    bad = client.put(url, json=INVALID[0], headers=auth("dispatcher"))
+    assert bad.status_code == 422 and "self-intersecting" in bad.json()["detail"][0]["msg"]
+    assert client.put(url, json=NEW_ZONES, headers=auth("detector")).status_code == 403
+    assert streams_file.read_text(encoding="utf-8") == STREAMS_YAML
+
+
 def test_unknown_stream_is_404(client: TestClient) -> None:
     assert client.put("/streams/cam-7/zones", json=[], headers=auth("admin")).status_code == 404
 

@@ -18,7 +18,7 @@ export const PAGES = [
   {route: '#/cases/:id', module: './pages/case.js', roles: STAFF, titleKey: 'page.case', nav: false},
   {route: '#/map', module: './pages/map.js', roles: STAFF, titleKey: 'page.map', nav: true},
   {route: '#/streams', module: './pages/streams.js', roles: DESK, titleKey: 'page.streams', nav: true},
-  {route: '#/streams/:id', module: './pages/stream.js', roles: DESK, titleKey: 'page.stream', nav: false},
+  {route: '#/streams/:id', module: './pages/zones.js', roles: DESK, titleKey: 'page.stream', nav: false},
   {route: '#/assessment', module: './pages/assessment.js', roles: STAFF, titleKey: 'page.assessment', nav: true},
   {route: '#/models', module: './pages/models.js', roles: DESK, titleKey: 'page.models', nav: true},
 ];
