@@ -18,6 +18,9 @@ USAGE = """usage: citywatch <command> [options]
 operators
   config check FILE         validate a streams.yaml; every problem with file:line and a fix hint
   run [--config FILE]       run the detector on every enabled stream (publishes over MQTT)
+  doctor [--config FILE] [--json]
+                            check this machine: packages, config, broker, API, database, models,
+                            disk, decoding, ports; each problem with what to fix (exit 1 on FAIL)
   status [--config FILE]    each stream's state (live, stalled, failed...) as last published on MQTT
   replay VIDEO --stream ID  run the pipeline on a file as fast as possible, events to --out JSONL
   demo [--config FILE]      broker (embedded if none answers) + API + detector on the sample streams
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _entry_lazy("detector.commands.run"),
         "demo": _entry_lazy("detector.commands.demo"),
         "status": _entry_lazy("detector.commands.status"),
+        "doctor": _entry_lazy("detector.commands.doctor"),
         "survey": _entry_lazy("detector.survey.cli"),
         "eval-clips": _entry_lazy("detector.commands.evalclips.cli"),
         "api": _api,
