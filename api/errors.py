@@ -31,6 +31,10 @@ class EvidenceNotFoundError(NotFoundError):
     """The case has no evidence image, or its file is missing from the evidence store."""
 
 
+class EvidenceGoneError(EvidenceNotFoundError):
+    """The image was deleted by retention to keep the evidence store under its budget: 410 Gone."""
+
+
 class InvalidDigestError(CityWatchAPIError):
     """A string that should be a lowercase hex sha256 is not one; nothing touches the filesystem."""
 

@@ -27,6 +27,7 @@ from api.errors import (
     AuthenticationError,
     ConflictError,
     EvidenceFullError,
+    EvidenceGoneError,
     ForbiddenError,
     IllegalTransitionError,
     InvalidDigestError,
@@ -183,6 +184,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: it times what the guard refuses too
     app.include_router(metrics_routes.router)
     app.add_exception_handler(NotFoundError, _detail(404))
+    app.add_exception_handler(EvidenceGoneError, _detail(410))  # pruned by the retention budget
     app.add_exception_handler(InvalidDigestError, _detail(404))
     app.add_exception_handler(AuthenticationError, _detail(401, {"WWW-Authenticate": "Bearer"}))
     app.add_exception_handler(ForbiddenError, _detail(403))

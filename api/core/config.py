@@ -196,6 +196,13 @@ class Settings(BaseSettings):
     retention_dead_letter_days: int = Field(
         default=30, ge=0, description="dead letters older than this are deleted (0: keep forever)"
     )
+    evidence_budget_mb: int = Field(
+        default=0,
+        ge=0,
+        description="most MB the evidence store may hold (0: no budget); the retention task deletes "
+        "images of ended cases over it (after-images and history images first, then the main evidence, "
+        "oldest first) and never an image an open case uses; a pruned image answers 410 Gone",
+    )
     retention_interval_s: float = Field(
         default=6 * 3600.0,
         ge=0,

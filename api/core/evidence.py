@@ -9,7 +9,8 @@ Two free-space floors keep uploads from starving the cameras: an HTTP upload (ci
 Open311 request, rectification photo) is refused (``EvidenceFullError``, 507) when it would
 leave less than ``upload_floor_bytes`` free; camera evidence (MQTT ingest, re-check answers)
 may go below that, down to the lower ``ingest_floor_bytes``. ``free_space`` is a function so a
-test can simulate a disk filled to the floor.
+test can simulate a disk filled to the floor. ``usage_bytes`` is what the retention budget
+(``CITYWATCH_EVIDENCE_BUDGET_MB``, api/services/retention_budget.py) counts.
 """
 
 from __future__ import annotations
@@ -145,6 +146,29 @@ class EvidenceStore:
         except FileNotFoundError:
             return False
         return True
+
+    def size(self, digest: str) -> int:
+        """Bytes of the stored file of ``digest``; 0 when it is not there."""
+        try:
+            return self.path_for(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def usage_bytes(self) -> int:
+        """Bytes of all the JPEGs in the store (the retention budget counts these)."""
+        total = 0
+        try:
+            shards = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return 0
+        for shard in shards:
+            if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(shard.path) as files:
+                for entry in files:
+                    if entry.name.endswith(".jpg") and entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+        return total
 
     def frame_size(self, digest: str) -> tuple[int, int] | None:
         """(width, height) of the stored JPEG ``digest``; None when it is gone or has no frame header."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import func, select
 
 from api.deps import CaseReader, DeskDep, EvidenceStoreDep, SessionDep
-from api.errors import CaseNotFoundError, EvidenceNotFoundError
+from api.errors import CaseNotFoundError, EvidenceGoneError, EvidenceNotFoundError
 from api.models import Case, CaseEvent, RecheckRequest
 from api.routes.common import AUTH_ERRORS, NOT_FOUND
 from api.schemas import (
@@ -22,13 +22,18 @@ from api.schemas import (
 from api.services.auth import Principal
 from api.services.cases import check_visible
 from api.services.queries import case_conditions
+from api.services.retention_budget import pruned_note
 
 router = APIRouter(prefix="/cases", tags=["cases"], responses=AUTH_ERRORS)
 
 MAX_CASE_ID = 2**31 - 1
 CaseId = Annotated[int, Path(ge=1, le=MAX_CASE_ID, description="case id")]
 EventId = Annotated[int, Path(ge=1, le=MAX_CASE_ID, description="event id")]
-_JPEG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/jpeg": {}}}, **NOT_FOUND}
+_JPEG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}}},
+    **NOT_FOUND,
+    410: {"description": "the image was deleted by retention to keep the evidence store under its budget"},
+}
 
 
 @router.get("", response_model=CasesPublic)
@@ -71,9 +76,16 @@ def get_case(session: SessionDep, desk: DeskDep, reader: CaseReader, case_id: Ca
     return CasePublic.of(visible_case(session, case_id, reader), desk.clock())
 
 
-def _jpeg(store: EvidenceStoreDep, digest: str) -> Response:
+def _jpeg(session: SessionDep, store: EvidenceStoreDep, case_id: int, digest: str) -> Response:
+    try:
+        content = store.read(digest)
+    except EvidenceNotFoundError:
+        note = pruned_note(session, [case_id], digest)
+        if note is None:
+            raise
+        raise EvidenceGoneError(f"case {case_id}: {note}") from None
     return Response(
-        content=store.read(digest),
+        content=content,
         media_type="image/jpeg",
         headers={
             "ETag": f'"{digest}"',
@@ -100,7 +112,7 @@ def get_case_evidence(
         raise EvidenceNotFoundError(
             f"case {case_id} has no {'' if which == 'before' else 'after-'}evidence image"
         )
-    return _jpeg(store, digest)
+    return _jpeg(session, store, case_id, digest)
 
 
 @router.get("/{case_id}/events", response_model=CaseEventsPublic, responses=NOT_FOUND)
@@ -120,7 +132,7 @@ def get_event_evidence(
     event = session.get(CaseEvent, event_id)
     if event is None or event.case_id != case_id or event.evidence_sha256 is None:
         raise EvidenceNotFoundError(f"case {case_id} has no event {event_id} with an image")
-    return _jpeg(store, event.evidence_sha256)
+    return _jpeg(session, store, case_id, event.evidence_sha256)
 
 
 @router.get("/{case_id}/rechecks", response_model=list[RecheckPublic], responses=NOT_FOUND)

@@ -7,6 +7,8 @@ except those that a case that is not expired still refers to: the store is conte
 so one JPEG can belong to several cases (a duplicate merged into an open case, the same frame
 twice). The case rows keep the sha256 (what the image was); ``/cases/{id}/evidence`` answers
 404 afterwards. Dead letters received more than ``retention_dead_letter_days`` ago are deleted.
+Then, with ``evidence_budget_mb`` set, images of ended cases go until the store is under the
+budget, never an open case's (api/services/retention_budget.py; a pruned image answers 410).
 
 ``RetentionTask`` runs it every ``retention_interval_s`` inside the API; ``python -m api
 retention [--dry-run]`` runs it once (for cron, with the periodic task off). Running twice, or in
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.core.config import Settings
 from api.core.evidence import EvidenceStore
 from api.models import ENDED_STATUSES, Case, CaseEvent, DeadLetter, RecheckRequest
+from api.services.retention_budget import MB, Pruned, enforce_budget
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,12 @@ class RetentionReport:
     photos_removed: int = 0
     photos_kept: int = 0  # referred to by an expired case and by a live one too
     dead_letters_removed: int = 0
+    # CITYWATCH_EVIDENCE_BUDGET_MB (api/services/retention_budget.py); zeros when there is none
+    store_bytes: int = 0  # the evidence store before the budget pass
+    budget_photos_removed: int = 0
+    budget_bytes_removed: int = 0
+    over_budget_bytes: int = 0  # left over the budget: images open cases use (never deleted)
+    pruned: tuple[Pruned, ...] = field(default=(), repr=False)
 
 
 def _expired(cutoff: datetime) -> Any:
@@ -150,6 +159,12 @@ def run_retention(
         with session_factory() as session:
             cutoff = now - timedelta(days=settings.retention_dead_letter_days)
             report.dead_letters_removed = remove_old_dead_letters(session, cutoff, dry_run=dry_run)
+    if settings.evidence_budget_mb > 0:
+        limit = settings.evidence_budget_mb * MB
+        budget = enforce_budget(session_factory, store, limit, now, dry_run=dry_run)
+        report.store_bytes, report.over_budget_bytes = budget.store_bytes, budget.over_budget_bytes
+        report.budget_photos_removed, report.budget_bytes_removed = len(budget.pruned), budget.bytes_removed
+        report.pruned = budget.pruned
     return report
 
 
@@ -188,6 +203,13 @@ class RetentionTask:
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("retention pass failed (next try in %.0f s): %s", delay, exc)
                 continue
+            if self.last.budget_photos_removed:
+                log.info(
+                    "retention: %d images of ended cases (%d bytes) removed to keep the evidence store "
+                    "under its budget",
+                    self.last.budget_photos_removed,
+                    self.last.budget_bytes_removed,
+                )
             if self.last.photos_removed or self.last.dead_letters_removed:
                 log.info(
                     "retention: %d photos of %d expired cases removed (%d kept, still used); %d dead letters",

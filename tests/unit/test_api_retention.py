@@ -181,4 +181,8 @@ def test_the_command_line_pass(tmp_path: Path) -> None:
         "photos_removed": 0,
         "photos_kept": 0,
         "dead_letters_removed": 0,
+        "store_bytes": 0,
+        "budget_photos_removed": 0,
+        "budget_bytes_removed": 0,
+        "over_budget_bytes": 0,
     }
