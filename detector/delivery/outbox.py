@@ -5,6 +5,13 @@ disk and survives a kill or a power cut. An entry leaves the outbox only when th
 acknowledges it (:meth:`Outbox.mark_sent`). The outbox is bounded: at 90 % of ``max_events``
 it raises an alarm (callback + log), when full :meth:`Outbox.put` raises
 :class:`OutboxFullError` — it never drops an event silently.
+
+SQLite does not shrink its file when rows go: after a long broker outage the file keeps the
+size of the backlog. When an acknowledgement empties the outbox and at least ``compact_bytes``
+(64 MiB) of the file is free, it is compacted (VACUUM, WAL truncated). That is the outbox's only
+budget: it applies to the space of acknowledged events only, never to an unacknowledged one
+(those are bounded by ``max_events``). The detector keeps no other files: its evidence JPEGs
+travel inside the events (``evidence.dir`` in streams.yaml is not written by ``citywatch run``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from typing import Any, Final
 from detector.contracts.errors import DetectorError
 
 log = logging.getLogger(__name__)
+
+COMPACT_BYTES: Final = 64 * 1024 * 1024
+"""Free space (acknowledged events) an emptied outbox file gives back to the disk (VACUUM)."""
 
 AlarmCallback = Callable[[int, int], None]
 """Called as ``on_alarm(count, max_events)`` when the outbox reaches the alarm level."""
@@ -97,6 +107,7 @@ class Outbox:
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        compact_bytes: int = COMPACT_BYTES,
     ) -> None:
         if max_events < 1:
             raise OutboxError(f"max_events must be at least 1, got {max_events}")
@@ -114,6 +125,7 @@ class Outbox:
         self._base = backoff_base_s
         self._cap = backoff_cap_s
         self._clock = clock
+        self.compact_bytes = compact_bytes
         self._lock = threading.RLock()
         self._alarmed = False
         self._db = self._open()
@@ -226,9 +238,31 @@ class Outbox:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise OutboxError(f"cannot delete from outbox {self.path}: {exc}") from exc
-            if self._alarmed and self._count() <= self._rearm_level:
+            remaining = self._count()
+            if self._alarmed and remaining <= self._rearm_level:
                 self._alarmed = False
+            if deleted and remaining == 0:
+                self._compact()
             return deleted
+
+    def _compact(self) -> None:
+        """The outbox is empty: give the space the acknowledged events took back to the disk when it
+        is at least ``compact_bytes`` (0: never). Only ever runs with no unacknowledged event."""
+        if self.compact_bytes <= 0:
+            return
+        try:
+            page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+            free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) * page_size
+            if free < self.compact_bytes:
+                return
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:  # the events are safe either way; the space waits for the next time
+            log.warning("outbox %s: could not give %d free bytes back to the disk: %s", self.path, free, exc)
+            return
+        log.info(
+            "outbox %s: empty again, %d bytes of acknowledged events given back to the disk", self.path, free
+        )
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after ``attempts`` failed tries: base * 2**(attempts-1), capped."""
