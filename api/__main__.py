@@ -9,20 +9,45 @@ The API does not start without credentials: set ``CITYWATCH_API_KEYS`` or
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
 from dataclasses import asdict
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.config import LOGGING_CONFIG
 
 from api.core.config import Settings, describe
 from api.core.ingress import is_loopback
+from api.core.logs import ACCESS_LOGS, FORMATS, ErrorsOnly, log_format, setup_logging
 from api.errors import ConfigError
 from api.services.auth import Authenticator
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+def _env_format_ok() -> bool:
+    try:
+        log_format(None)
+    except ValueError:
+        return False
+    return True
+
+
+def uvicorn_logging(fmt: str, access: str) -> tuple[dict[str, Any] | None, bool]:
+    """``(log_config, access_log)`` for ``uvicorn.run``: text keeps uvicorn's own look; json leaves
+    uvicorn's loggers to the root handler (``setup_logging``). ``access``: all, errors (status
+    >= 400 only) or off."""
+    if fmt == "json":
+        if access == "errors":
+            logging.getLogger("uvicorn.access").addFilter(ErrorsOnly())
+        return None, access != "off"
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    if access == "errors":
+        config["filters"] = {"errors_only": {"()": "api.core.logs.ErrorsOnly"}}
+        config["handlers"]["access"]["filters"] = ["errors_only"]
+    return config, access != "off"
 
 
 def check_startup(settings: Settings, host: str) -> None:
@@ -52,8 +77,23 @@ def serve(argv: list[str]) -> int:
         action="store_true",
         help="dev mode: the documented dev keys of api/AUTH.md, loopback only (= CITYWATCH_DEV_MODE=true)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=None,
+        help="text (default) or json lines (= $CITYWATCH_LOG_FORMAT)",
+    )
+    parser.add_argument(
+        "--access-log", choices=ACCESS_LOGS, default="all",
+        help="a line per request: all (default), errors (status >= 400 only) or off",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    try:
+        fmt = log_format(args.log_format)
+    except ValueError as exc:
+        print(f"python -m api: not starting: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level, fmt)
     try:
         settings = _settings(args.dev)
         check_startup(settings, args.host)
@@ -68,7 +108,15 @@ def serve(argv: list[str]) -> int:
         return 2
     from api.main import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    log_config, access_log = uvicorn_logging(fmt, args.access_log)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=log_config,
+        access_log=access_log,
+    )
     return 0
 
 
@@ -76,14 +124,11 @@ def retention(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m api retention",
         description="delete photos of cases that ended CITYWATCH_RETENTION_PHOTO_DAYS ago (unless a live "
-        "case uses them), dead letters older than CITYWATCH_RETENTION_DEAD_LETTER_DAYS, and images of "
-        "ended cases while the evidence store is over CITYWATCH_EVIDENCE_BUDGET_MB (never an open case's)",
+        "case uses them) and dead letters older than CITYWATCH_RETENTION_DEAD_LETTER_DAYS",
     )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="count (and list, for the budget) what goes, delete nothing"
-    )
+    parser.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     args = parser.parse_args(argv)
-    logging.basicConfig(level="INFO", format=LOG_FORMAT)
+    setup_logging("INFO", None if _env_format_ok() else "text")  # a bad CITYWATCH_LOG_FORMAT: text
     from api.core.db import create_db_engine, create_session_factory
     from api.core.evidence import EvidenceStore
     from api.core.migrate import run_migrations
@@ -109,13 +154,7 @@ def retention(argv: list[str]) -> int:
         )
     finally:
         engine.dispose()
-    for item in report.pruned:  # the budget pass (CITYWATCH_EVIDENCE_BUDGET_MB), one line an image
-        what = "main evidence" if item.main else "secondary image"
-        cases = ", ".join(map(str, item.case_ids)) or "none"
-        verb = "would delete" if args.dry_run else "deleted"
-        print(f"{verb} {item.sha256} ({item.size} bytes, {what} of ended cases {cases})")
-    figures = {k: v for k, v in asdict(report).items() if k != "pruned"}
-    print(json.dumps({"dry_run": args.dry_run, **figures}))
+    print(json.dumps({"dry_run": args.dry_run, **asdict(report)}))
     return 0
 
 

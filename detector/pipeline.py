@@ -182,7 +182,10 @@ class StreamPipeline:
         )
         self.sink.publish_event(payload)
         self.events_sent += 1
-        log.info("%s %s %s zone=%s %s", self.stream.id, u.event, u.rule, u.zone, vid)
+        log.info(
+            "%s %s %s zone=%s %s", self.stream.id, u.event, u.rule, u.zone, vid,
+            extra={"stream": self.stream.id, "violation_id": vid},
+        )  # fmt: skip
         return payload
 
     def _evidence(self, u: ViolationUpdate, current: npt.NDArray[np.uint8] | None) -> Evidence | None:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from api.core.db import SQLITE_BEGIN_OPTION
 from api.core.evidence import EvidenceStore
+from api.core.logs import about
 from api.errors import IngestError, IngestUnavailableError, InvalidEventError
 from api.ingest.validation import DEFAULT_MAX_PAYLOAD_BYTES, ViolationEvent, parse_event
 from api.models import (
@@ -331,7 +332,10 @@ def ingest_event(
             if attempt == _CONFLICT_RETRIES:
                 reason = f"database refused the event after {attempt} tries: {_db_message(exc)}"
                 break
-            log.info("conflict on %s seq %d, retrying: %s", event.violation_id, event.seq, exc.orig)
+            log.info(
+                "conflict on %s seq %d, retrying: %s", event.violation_id, event.seq, exc.orig,
+                extra=about(event.stream, event.violation_id),
+            )  # fmt: skip
             continue
         except SQLAlchemyError as exc:
             session.rollback()
@@ -340,6 +344,12 @@ def ingest_event(
             reason = f"database refused the event: {type(exc).__name__}: {_db_message(exc)}"
             break
         if result.outcome is not IngestOutcome.dead_letter:
+            if result.outcome in (IngestOutcome.created, IngestOutcome.updated):
+                log.info(
+                    "case %s %s: %s %s on %s zone %s (seq %d)",
+                    result.case_id, result.outcome.value, event.event, event.rule, event.stream, event.zone,
+                    event.seq, extra=about(event.stream, event.violation_id, result.case_id),
+                )  # fmt: skip
             return result
         reason = result.reason or "refused by the ingest"  # e.g. bound to another stream: unchanged
         break

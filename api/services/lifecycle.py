@@ -14,6 +14,7 @@ name: the detector role has no lifecycle action of its own over HTTP.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,10 +24,13 @@ from sqlalchemy.orm import Session
 
 from api.core.config import Settings
 from api.core.evidence import EvidenceStore
+from api.core.logs import about
 from api.errors import ForbiddenError, IllegalTransitionError, InvalidRequestError
 from api.models import ENDED_STATUSES, Case, CaseEvent, CaseStatus, RejectReason
 from api.services.auth import Principal, Role
 from api.services.routing import NoRouteError, RoutingTable
+
+log = logging.getLogger(__name__)
 
 S = CaseStatus
 
@@ -168,6 +172,10 @@ def apply(
     case.updated_at = now
     event = _event(case, action.value, principal.actor, principal.role.value, before, p, now)
     session.add(event)
+    log.info(
+        "case %s: %s by %s (%s): %s -> %s", case.id, action.value, principal.actor, principal.role.value,
+        before, case.status, extra=about(case.stream, case.violation_id, case.id),
+    )  # fmt: skip
     return event
 
 

@@ -5,7 +5,9 @@
 2. the case API (``python -m api``, its own process, SQLite under var/);
 3. the detector on every enabled stream of the config (the root streams.yaml replays the
    bundled scenario clips as live cameras).
-It prints where to look, then the cases as they open. Ctrl-C stops everything.
+It prints where to look, then what a person wants to see: streams going live, cases opening and
+clearing (the services log warnings only, and the API no line per request of the demo's own
+polling; ``--verbose`` for everything). Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlparse
 
+from detector.commands.logs import FORMATS, setup_logging
 from detector.commands.run import Detector, RunError, load
 from detector.delivery.broker import BrokerError, EmbeddedBroker, broker_answers
 
@@ -49,6 +52,40 @@ def wait_api(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> 
     raise RunError(f"the API did not answer at {url}/health within {timeout:.0f} s")
 
 
+class Reporter:
+    """The demo's own lines: a stream's state when it changes, a case when it opens and clears."""
+
+    def __init__(self, api_url: str) -> None:
+        self.api_url = api_url
+        self.states: dict[str, str] = {}
+        self.cases: dict[int, bool] = {}  # id -> cleared
+
+    def streams(self, det: Detector) -> None:
+        for w in det.workers:
+            sid, st = w.stream.id, w.state
+            if self.states.get(sid) != st.state and st.state != "connecting":
+                self.states[sid] = st.state
+                why = f" ({st.last_error})" if st.state in ("stalled", "failed") and st.last_error else ""
+                print(f"  stream {sid} {st.state}{why}", flush=True)
+
+    def poll_cases(self) -> None:
+        try:
+            cases = _get(f"{self.api_url}/cases?page_size=100")["data"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return
+        for c in sorted(cases, key=lambda c: c["id"]):
+            cid, cleared = c["id"], c.get("cleared_at") is not None
+            if cid not in self.cases:
+                print(
+                    f"  case {cid} opened: {c['rule']} on {c['stream']} zone {c['zone']} "
+                    f"-> {self.api_url}/cases/{cid}/evidence",
+                    flush=True,
+                )
+            if cleared and not self.cases.get(cid, False):
+                print(f"  case {cid} cleared: {c['rule']} on {c['stream']} zone {c['zone']}", flush=True)
+            self.cases[cid] = cleared
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="citywatch demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -56,8 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=Path("streams.yaml"))
     p.add_argument("--database-url", default=None, help="API database (default: sqlite:///var/citywatch.db)")
     p.add_argument("--exit-when-done", action="store_true", help="stop once every file stream has finished")
+    p.add_argument("--verbose", action="store_true", help="the services' info logs and every API request too")
+    p.add_argument(
+        "--log-format", choices=FORMATS, default=None, help="text or json lines (= $CITYWATCH_LOG_FORMAT)"
+    )
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        fmt = setup_logging("INFO" if a.verbose else "WARNING", a.log_format)
+    except ValueError as err:
+        print(f"citywatch demo: {err}", file=sys.stderr)
+        return 2
     try:
         loaded = load(a.config)
     except RunError as err:
@@ -95,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         env["CITYWATCH_DATABASE_URL"] = a.database_url or cfg.api.database_url or ""
     host, port = api.hostname or "127.0.0.1", api.port or 8000
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api", "--dev", "--host", host, "--port", str(port)], env=env
+        [sys.executable, "-m", "api", "--dev", "--host", host, "--port", str(port), "--log-format", fmt]
+        + ([] if a.verbose else ["--log-level", "warning", "--access-log", "errors"]),
+        env=env,
     )
     det: Detector | None = None
     stop = False
@@ -120,21 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             f"  streams      {', '.join(w.stream.id for w in det.workers)} (clips play in real time; "
             "cases open after each rule's dwell)\n  Ctrl-C stops everything.\n"
         )
-        seen: set[int] = set()
+        report = Reporter(cfg.api.url)
         while not stop:
-            time.sleep(2.0)
-            try:
-                cases = _get(f"{cfg.api.url}/cases?page_size=100")["data"]
-            except (urllib.error.URLError, OSError, ValueError, KeyError):
-                continue
-            for c in cases:
-                if c["id"] not in seen:
-                    seen.add(c["id"])
-                    print(
-                        f"  case {c['id']}: {c['rule']} on {c['stream']} zone {c['zone']} "
-                        f"(first seen {c['first_seen']}) -> {cfg.api.url}/cases/{c['id']}/evidence"
-                    )
+            report.streams(det)
+            time.sleep(1.0)
+            report.poll_cases()
             if a.exit_when_done and det.all_finished():
+                report.streams(det)
+                report.poll_cases()
                 break
     except RunError as err:
         print(f"citywatch demo: {err}", file=sys.stderr)

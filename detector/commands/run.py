@@ -23,6 +23,7 @@ from typing import Any
 
 from detector.collect.collector import Collector
 from detector.commands.live import ConfigWatcher, start_live
+from detector.commands.logs import FORMATS, setup_logging
 from detector.commands.metrics import start_metrics
 from detector.commands.metrics_server import MetricsServer
 from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamConfig, load_config
@@ -44,6 +45,8 @@ from detector.sources.mainstream import MainStreamPipeline, SerialHandler, main_
 from detector.sources.worker import StreamWorker, resolve_url
 
 log = logging.getLogger("citywatch.run")
+
+STOP_MARGIN_S = 3.0  # of a bounded stop, kept for closing the MQTT client and the outbox after the flush
 
 
 class RunError(DetectorError):
@@ -201,7 +204,11 @@ class Detector:
     def all_finished(self) -> bool:
         return bool(self.workers) and all(not w.is_alive() for w in self.workers)
 
-    def stop(self, flush_s: float = 10.0) -> None:
+    def stop(self, flush_s: float = 10.0, within_s: float | None = None) -> None:
+        """Stop everything in reverse start order; the outbox is flushed for up to ``flush_s`` and
+        whatever the broker has not acknowledged stays on disk for the next start. ``within_s``
+        (SIGTERM: ``--stop-within``) bounds the whole stop: the flush gets what is left of it."""
+        t0 = time.monotonic()
         if self.metrics is not None:
             self.metrics.stop()
         self.stop_event.set()
@@ -231,8 +238,13 @@ class Detector:
         if self.collector is not None:
             self.collector.stop()
         if self.publisher is not None:
-            if not self.publisher.flush(flush_s):
-                log.warning("outbox still holds unacknowledged events; they are sent on the next start")
+            if within_s is not None:
+                flush_s = max(0.0, min(flush_s, within_s - (time.monotonic() - t0) - STOP_MARGIN_S))
+            if not self.publisher.flush(flush_s) and self.outbox is not None:
+                log.warning(
+                    "%d events kept in the outbox %s (not acknowledged by the broker): sent on next start",
+                    self.outbox.count(), self.outbox.path,
+                )  # fmt: skip
             self.publisher.stop()
         if self.comm is not None:
             self.comm.stop()
@@ -259,17 +271,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=Path("streams.yaml"))
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     p.add_argument("--exit-when-done", action="store_true", help="exit once every (file) stream has finished")
+    p.add_argument(
+        "--stop-within", type=float, default=10.0, metavar="S",
+        help="on SIGTERM/SIGINT: stop within S seconds; the outbox is flushed for what is left of them and "
+        "keeps the rest on disk for the next start (default 10)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--log-format", choices=FORMATS, default=None, help="text or json lines (= $CITYWATCH_LOG_FORMAT)"
+    )
     a = p.parse_args(argv)
-    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        setup_logging(a.log_level, a.log_format)
+    except ValueError as err:
+        print(f"citywatch run: {err}", file=sys.stderr)
+        return 2
     try:
         det = Detector(load(a.config)).start(a.threads)
     except RunError as err:
         print(f"citywatch run: {err}", file=sys.stderr)
         return 2
 
+    signalled: list[int] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
+        log.info("signal %d: stopping within %g s", signum, a.stop_within)
+        signalled.append(signum)
         det.stop_event.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -285,5 +312,6 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
                 break
     finally:
-        det.stop()
+        det.stop(within_s=a.stop_within if signalled else None)
+        log.info("detector %s stopped", det.cfg.worker_id)
     return 0

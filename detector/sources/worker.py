@@ -155,12 +155,17 @@ class StreamWorker(threading.Thread):
             data.update(self.extra_state())
         return data
 
+    @property
+    def _about(self) -> dict[str, str]:
+        """``extra=`` of this stream's log lines (the ``stream`` field of a JSON log line)."""
+        return {"stream": self.stream.id}
+
     def _publish(self) -> None:
         self._published_at = time.monotonic()
         try:
             self.on_state(self.stream.id, self.snapshot())
         except Exception:  # a broken state sink must not stop the stream
-            log.exception("stream %s: publishing its state failed", self.stream.id)
+            log.exception("stream %s: publishing its state failed", self.stream.id, extra=self._about)
 
     def _set(self, state: StateName, error: str | None = None, reason: str | None = None) -> None:
         st = self.state
@@ -178,7 +183,7 @@ class StreamWorker(threading.Thread):
         elif state == "live":
             self._last_failure = None
         detail = f" ({error})" if error and state != "connecting" else ""
-        log.log(level, "stream %s: %s%s", self.stream.id, state, detail)
+        log.log(level, "stream %s: %s%s", self.stream.id, state, detail, extra=self._about)
         self._publish()
 
     # ---------------------------------------------------------------------------------- control
@@ -190,7 +195,7 @@ class StreamWorker(threading.Thread):
 
     def run(self) -> None:
         delay = self.backoff_min_s
-        log.info("stream %s: connecting to %s", self.stream.id, self.display_url)
+        log.info("stream %s: connecting to %s", self.stream.id, self.display_url, extra=self._about)
         self.history.append("connecting")
         self._publish()
         while not self.stop_event.is_set():
@@ -211,7 +216,7 @@ class StreamWorker(threading.Thread):
             except SourceError as err:
                 self._set("stalled", str(err), "lost")
             except Exception as exc:  # a bug (ours or a sink's) must not kill the thread silently
-                log.exception("stream %s: unexpected error", self.stream.id)
+                log.exception("stream %s: unexpected error", self.stream.id, extra=self._about)
                 why = scrub(f"internal error: {type(exc).__name__}: {exc}", self.url)
                 self._set("failed", why, "internal")
                 cap = self.failed_retry_s
