@@ -22,7 +22,9 @@ function imageLoader(ctx) {
 
 function img(load, path, alt) {
   const el = h('img', {alt, class: 'thumb', loading: 'lazy'});
-  load(path).then((u) => { el.src = u; }).catch(() => { el.alt = t('case.image_missing'); });
+  load(path).then((u) => { el.src = u; }).catch((e) => {
+    el.alt = t(e?.status === 410 ? 'case.image_pruned' : 'case.image_missing'); // 410: pruned by retention
+  });
   return el;
 }
 
