@@ -124,6 +124,32 @@ def test_compose_file_validates(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_container_recipe_ships_what_it_names() -> None:
+    """Without a runtime the compose file is still read: the four services, the shipped ACL, /readyz
+    healthchecks, every shipped file it mounts present, and an image without the training extra."""
+    import yaml
+
+    dockerfile = (COMPOSE.parent / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    installs = [line for line in dockerfile.splitlines() if "pip install" in line]
+    assert installs and not any("train" in line for line in installs), installs
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    assert set(services) == {"mosquitto", "postgres", "api", "detector"}
+    assert "../mosquitto/acl:/mosquitto/config/acl:ro" in services["mosquitto"]["volumes"]
+    for name in ("api", "detector"):
+        assert "/readyz" in " ".join(services[name]["healthcheck"]["test"]), name
+    ignored = set((COMPOSE.parent / ".gitignore").read_text().split())
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                shipped = (COMPOSE.parent / source).exists()
+                assert shipped or Path(source).name in ignored, (
+                    f"{source}: neither shipped nor the operator's"
+                )
+
+
 def _layout(
     tmp_path: Path, broker: tuple[str, int]
 ) -> tuple[dict[str, Path], dict[str, dict[str, str]], int, int]:
