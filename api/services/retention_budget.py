@@ -17,7 +17,10 @@ an image is counted once and recorded on every ended case that referred to it.
 Every deletion is recorded first — an ``evidence_pruned`` event in each referring case's history
 (``data``: sha256, bytes, budget_bytes) — and the file is deleted after, so the API answers
 410 Gone with a clear message for a pruned image (``pruned_note``), never a 500. A dry run
-plans the same deletions and records and deletes nothing.
+plans the same deletions and records and deletes nothing (it counts the store as it is: what the
+age pass before it would delete is not subtracted). Several API workers passing at once is
+harmless: at worst one deletion is recorded twice. Files no case refers to are left alone (one may
+belong to a case being written right now); they count towards the budget.
 """
 
 from __future__ import annotations

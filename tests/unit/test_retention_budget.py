@@ -6,7 +6,12 @@ case's history and the image answers 410 Gone; a dry run plans the same and dele
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -21,6 +26,8 @@ from api.services.retention_budget import MB, PRUNED_KIND, enforce_budget
 from tests.api_support import FakeClock, auth, db_url, ingest_sample, module_pg
 
 __all__ = ["db_url", "module_pg"]  # fixtures
+
+REPO = Path(__file__).resolve().parents[2]
 
 PHOTOS = {
     name: sample_jpeg(f"budget-{name}")
@@ -166,3 +173,33 @@ def test_the_retention_pass_applies_the_budget_in_megabytes(
     assert evidence_status(client, cases["old"], which="after") == 410
     unlimited = run_retention(app.state.session_factory, store, app.state.settings, clock())
     assert (unlimited.store_bytes, unlimited.budget_photos_removed) == (0, 0)  # 0 MB: no budget
+
+
+def test_the_command_line_dry_run_lists_what_would_go(app: FastAPI, client: TestClient) -> None:
+    store = app.state.evidence_store
+    cases = world(app, client)
+    big = store.put(b"\xff\xd8\xff" + b"\0" * (2 * MB))
+    with app.state.session_factory() as session, session.begin():
+        session.execute(update(Case).where(Case.id == cases["old"]).values(after_evidence_sha256=big))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+    env.update(
+        CITYWATCH_DATABASE_URL=app.state.settings.database_url,
+        CITYWATCH_EVIDENCE_DIR=str(store.root),
+        CITYWATCH_EVIDENCE_BUDGET_MB="2",
+        CITYWATCH_RETENTION_PHOTO_DAYS="0",
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "api", "retention", "--dry-run"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    *lines, figures = run.stdout.splitlines()
+    after = hashlib.sha256(PHOTOS["after"]).hexdigest()
+    assert [line.split()[:3] for line in lines] == [["would", "delete", after], ["would", "delete", big]]
+    assert f"ended cases {cases['old']})" in lines[1]
+    assert json.loads(figures)["budget_photos_removed"] == 2
+    assert store.exists(big) and store.exists(after)  # a dry run deletes nothing
