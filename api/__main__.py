@@ -124,9 +124,14 @@ def retention(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m api retention",
         description="delete photos of cases that ended CITYWATCH_RETENTION_PHOTO_DAYS ago (unless a live "
-        "case uses them) and dead letters older than CITYWATCH_RETENTION_DEAD_LETTER_DAYS",
+        "case uses them), dead letters older than CITYWATCH_RETENTION_DEAD_LETTER_DAYS, and images of "
+        "ended cases while the evidence store is over CITYWATCH_EVIDENCE_BUDGET_MB (never an open case's)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count (and list, for the budget) what goes, delete nothing",
+    )
     args = parser.parse_args(argv)
     setup_logging("INFO", None if _env_format_ok() else "text")  # a bad CITYWATCH_LOG_FORMAT: text
     from api.core.db import create_db_engine, create_session_factory
@@ -154,7 +159,13 @@ def retention(argv: list[str]) -> int:
         )
     finally:
         engine.dispose()
-    print(json.dumps({"dry_run": args.dry_run, **asdict(report)}))
+    for item in report.pruned:  # the budget pass (CITYWATCH_EVIDENCE_BUDGET_MB), one line an image
+        what = "main evidence" if item.main else "secondary image"
+        cases = ", ".join(map(str, item.case_ids)) or "none"
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {item.sha256} ({item.size} bytes, {what} of ended cases {cases})")
+    figures = {k: v for k, v in asdict(report).items() if k != "pruned"}
+    print(json.dumps({"dry_run": args.dry_run, **figures}))
     return 0
 
 
