@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             # the demo asks for dev mode (documented keys, loopback only) and lets /cases be read
             # without a key, so the links below open in a browser
             "CITYWATCH_ANONYMOUS_READ": "true",
+            # the console's zone editor saves into the file this detector runs (and reloads live)
+            "CITYWATCH_STREAMS_FILE": str(Path(loaded.path).resolve()),
         }
     )
     for configured in ("CITYWATCH_API_KEYS", "CITYWATCH_API_KEYS_FILE", "CITYWATCH_DEV_MODE"):
@@ -158,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         det = Detector(loaded).start()
         print(
             "\ncitywatch demo is running:\n"
+            f"  console      {cfg.api.url}/console/   (sign in with a dev key below)\n"
             f"  cases        {cfg.api.url}/cases\n"
             f"  one case     {cfg.api.url}/cases/1   (evidence: /cases/1/evidence)\n"
             f"  API docs     {cfg.api.url}/docs\n"
