@@ -191,6 +191,7 @@ class Console:
             page.set_viewport_size(dict(size))  # type: ignore[arg-type]
             if ready is not None:
                 ready(page)
+            page.locator("#toast").wait_for(state="hidden")  # a confirmation fades after a few seconds
             page.evaluate("document.fonts ? document.fonts.ready : null")
             path = self.shots_dir / f"{name}-{size['width']}x{size['height']}.png"
             page.screenshot(path=str(path), animations="disabled", caret="hide")
