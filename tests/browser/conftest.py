@@ -46,6 +46,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
+def launch_failure(message: str) -> str:
+    """Playwright's first line and what the browser itself said on stderr (its "[err]" lines)."""
+    lines = message.strip().splitlines() or ["(no message)"]
+    said = [line.split("[err] ", 1)[1] for line in lines if "][err] " in line and not line.startswith("  - ")]
+    return "; ".join([lines[0][:200], *dict.fromkeys(said[-3:])])[:600]
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     try:
@@ -67,8 +74,7 @@ def browser() -> Iterator[Browser]:
         )
     except Error as err:
         pw.stop()
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else repr(err)
-        pytest.skip(f"Chromium ({exe}) does not start under Playwright: {first}")
+        pytest.skip(f"Chromium ({exe}) does not start under Playwright: {launch_failure(str(err))}")
     try:
         yield browser
     finally:
