@@ -1,7 +1,8 @@
 """``citywatch run``: every enabled stream → shared inference → rules → outbox → MQTT.
 
 Start order: broker check (no broker answering is an error: ``citywatch run`` never starts one;
-``citywatch demo`` does, on loopback), MQTT client + outbox publisher, model, inference service,
+``citywatch demo`` does, on loopback; ``--wait-for-broker S`` waits up to S seconds for it instead, as
+a service started at boot before its broker should), MQTT client + outbox publisher, model, inference service,
 stream workers. Shutdown runs in
 reverse, and the outbox keeps whatever the broker has not acknowledged for the next start.
 A broken stream entry in the config is reported and skipped; the other streams run. An edit of the
@@ -264,6 +265,28 @@ def load(path: Path) -> LoadedConfig:
     return loaded
 
 
+def wait_for_broker(cfg: CitywatchConfig, wait_s: float, stop: threading.Event) -> bool:
+    """True once the configured broker answers; False when ``wait_s`` ran out (said on stderr) or ``stop``
+    was set first. ``wait_s`` < 0 waits as long as it takes."""
+    host, port = cfg.mqtt.host, cfg.mqtt.port
+    deadline = None if wait_s < 0 else time.monotonic() + wait_s
+    note_at = 0.0
+    while not broker_answers(host, port):
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            print(
+                f"citywatch run: no MQTT broker answered at {host}:{port} within {wait_s:g} s",
+                file=sys.stderr,
+            )
+            return False
+        if now >= note_at:
+            log.warning("no MQTT broker answers at %s:%d yet: waiting for it (--wait-for-broker)", host, port)
+            note_at = now + 30.0
+        if stop.wait(1.0):
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="citywatch run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -276,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         help="on SIGTERM/SIGINT: stop within S seconds; the outbox is flushed for what is left of them and "
         "keeps the rest on disk for the next start (default 10)",
     )  # fmt: skip
+    p.add_argument(
+        "--wait-for-broker", type=float, default=0.0, metavar="S",
+        help="no broker answering at start: wait up to S seconds for it (-1: as long as it takes; SIGTERM "
+        "stops the wait) instead of exiting with code 2 at once (default 0); what the outbox holds is sent "
+        "once it answers",
+    )  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     p.add_argument(
         "--log-format", choices=FORMATS, default=None, help="text or json lines (= $CITYWATCH_LOG_FORMAT)"
@@ -286,21 +315,28 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"citywatch run: {err}", file=sys.stderr)
         return 2
-    try:
-        det = Detector(load(a.config)).start(a.threads)
-    except RunError as err:
-        print(f"citywatch run: {err}", file=sys.stderr)
-        return 2
-
     signalled: list[int] = []
+    stops = [threading.Event()]  # what a signal sets: the broker wait's, then the detector's
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping within %g s", signum, a.stop_within)
         signalled.append(signum)
-        det.stop_event.set()
+        for stop in stops:
+            stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:
+        loaded = load(a.config)
+        if a.wait_for_broker != 0 and not wait_for_broker(loaded.config, a.wait_for_broker, stops[0]):
+            return 0 if signalled else 2
+        det = Detector(loaded).start(a.threads)
+    except RunError as err:
+        print(f"citywatch run: {err}", file=sys.stderr)
+        return 2
+    stops.append(det.stop_event)
+    if signalled:
+        det.stop_event.set()
     try:
         while not det.stop_event.wait(0.5):
             if (

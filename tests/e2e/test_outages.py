@@ -206,7 +206,7 @@ class Detector:
         path.rename(named)
         return named
 
-    def start(self, speed: float = SPEED) -> Detector:
+    def start(self, speed: float = SPEED, wait_for_broker: float = 0.0) -> Detector:
         self.runs += 1
         log = (self.tmp / f"detector-{self.runs}.log").open("wb")
         cmd = [
@@ -217,6 +217,8 @@ class Detector:
             "--config",
             str(self.config(speed)),
             "--exit-when-done",
+            "--wait-for-broker",
+            str(wait_for_broker),
         ]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         return self

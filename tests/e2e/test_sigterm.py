@@ -1,7 +1,8 @@
 """Clean shutdown (issue 16): SIGTERM during a scenario replay with the broker down. The detector
 stops its streams, finishes its pipelines, keeps the undelivered events in its outbox on disk and
-exits 0 within 10 s; started again with the broker back, it replays the clip from the start (the
-same violation ids) and delivers what it kept, so every expected case exists exactly once.
+exits 0 within 10 s; started again while the broker is still down (`--wait-for-broker`), it waits, and
+once the broker is back it replays the clip from the start (the same violation ids) and delivers what
+it kept, so every expected case exists exactly once.
 
 The rig (a private Mosquitto that keeps its sessions on disk, the API in its own process, the
 detector on the demo clip) is the one of tests/e2e/test_outages.py.
@@ -45,8 +46,11 @@ def test_sigterm_with_the_broker_down_then_restart(rig: Any, tmp_path: Path) -> 
     assert kept, "the outbox lost the undelivered events in the shutdown"
     assert "kept in the outbox" in detector.log()
 
+    # the order a power cut gives: the detector comes back first and waits for its broker
+    detector.start(speed=0, wait_for_broker=120)  # the clip again from the start, fast: the same ids
+    wait_for(lambda: "waiting for it" in detector.log(), 60, "the detector waiting for its broker")
+    assert detector.proc is not None and detector.proc.poll() is None, detector.log()[-3000:]
     broker.start()
-    detector.start(speed=0)  # the clip again from the start, as fast as possible: the same ids
     detector.wait()
     assert "outbox entries pending" in detector.log()
     assert detector.pending() == []

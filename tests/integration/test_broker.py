@@ -341,6 +341,33 @@ def test_citywatch_run_never_starts_a_broker(tmp_path: Path) -> None:
     assert broker_answers("127.0.0.1", port, timeout=0.5) is False
 
 
+def test_citywatch_run_waits_for_its_broker_when_asked(tmp_path: Path) -> None:
+    """`--wait-for-broker S`: it waits (saying so), then gives up with code 2; SIGTERM ends the wait: 0."""
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    config.write_text(
+        f"version: 1\nworker_id: w1\nmqtt: {{host: 127.0.0.1, port: {port}}}\n"
+        f"outbox: {{dir: {tmp_path / 'outbox'}}}\nstreams: [{{id: cam-1, url: {tmp_path / 'none.mp4'}}}]\n"
+    )
+    cmd = [sys.executable, "-m", "detector.commands.cli", "run", "--config", str(config), "--wait-for-broker"]
+    run = subprocess.run([*cmd, "2"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "waiting for it" in run.stderr
+    assert f"no MQTT broker answered at 127.0.0.1:{port} within 2 s" in run.stderr
+    proc = subprocess.Popen([*cmd, "-1"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "waiting for it" not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.readline() if proc.stderr else ""
+        assert "waiting for it" in seen
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_stop_disconnects_clients(broker: EmbeddedBroker) -> None:
     sub = Client(broker.port)
     gone = threading.Event()
