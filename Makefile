@@ -10,7 +10,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 # The suite spends most of its time waiting (outages of 30-60 s, the fuzzer's time cap), so it runs in
 # parallel workers; a module's tests stay on one worker (module-scoped fixtures are built once).
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 SCENARIO_CLIPS = $(patsubst %.yaml,%.mp4,$(wildcard training/synth/scenarios/*.yaml))
 
 .PHONY: install demo test lint fmt scenarios dataset train clean test-services test-services-rtsp test-services-labelstudio test-services-browser screenshots
