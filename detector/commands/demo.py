@@ -27,8 +27,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlparse
 
-from detector.commands.logs import FORMATS, setup_logging
 from detector.commands.run import Detector, RunError, load
+from detector.contracts.logs import FORMATS, setup_logging
 from detector.delivery.broker import BrokerError, EmbeddedBroker, broker_answers
 
 log = logging.getLogger("citywatch.demo")

@@ -24,12 +24,12 @@ from typing import Any
 
 from detector.collect.collector import Collector
 from detector.commands.live import ConfigWatcher, start_live
-from detector.commands.logs import FORMATS, setup_logging
 from detector.commands.metrics import start_metrics
 from detector.commands.metrics_server import MetricsServer
 from detector.config import CitywatchConfig, ConfigError, LoadedConfig, StreamConfig, load_config
 from detector.contracts.detections import Detections
 from detector.contracts.errors import DetectorError
+from detector.contracts.logs import FORMATS, setup_logging
 from detector.delivery.broker import broker_answers
 from detector.delivery.mqtt import MqttSettings, PahoCommunicator
 from detector.delivery.outbox import Outbox

@@ -4,7 +4,8 @@
 ``artifacts`` (the sha256 of the manifest's files, checked when one is loaded),
 ``events`` (the violation event v1: ids, builder, validators), ``recheck`` (the camera re-check: topics,
 builders, validators), ``schemas`` (the JSON Schemas beside this file and their ``date-time`` rule),
-``ultralytics_env`` (ultralytics kept offline), ``frames`` (``FrameRecord``, the sidecar of a collected
+``ultralytics_env`` (ultralytics kept offline), ``logs`` (text or JSON log lines),
+``frames`` (``FrameRecord``, the sidecar of a collected
 frame), ``errors`` (``DetectorError``, the detector's error root).
 
 A leaf: nothing here imports the rest of ``detector/`` (``lint-imports``, README "Layout"), so the API

@@ -1,5 +1,5 @@
-"""The log setups of both sides (detector/commands/logs.py, api/core/logs.py): JSON lines carry the
-stream, violation and case a line concerns; text keeps the familiar look; the API's access-log
+"""The log setup both sides use (detector/contracts/logs.py, the API through api/core/logs.py): JSON
+lines carry the stream, violation and case a line concerns; text keeps the familiar look; the API's access-log
 filter keeps only the failed requests."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from api.core import logs as api_logs
-from detector.commands import logs as detector_logs
+from detector.contracts import logs as shared_logs
 
-SIDES = [pytest.param(detector_logs, id="detector"), pytest.param(api_logs, id="api")]
+SIDES = [pytest.param(shared_logs, id="shared")]  # the API re-exports the same setup
 
 
 def record(msg: str = "case %d opened", args: tuple[Any, ...] = (7,), **extra: Any) -> logging.LogRecord:

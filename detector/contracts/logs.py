@@ -1,10 +1,10 @@
-"""The detector's log setup: ``--log-format text|json`` (or ``CITYWATCH_LOG_FORMAT``).
+"""The log setup of both sides (``citywatch run|demo``, ``python -m api``): ``--log-format text|json``
+(or ``CITYWATCH_LOG_FORMAT``).
 
 ``text`` is the familiar ``time LEVEL logger: message``; ``json`` writes one JSON object per line
 with ``ts``, ``level``, ``logger``, ``msg`` and, when the log call passes them with ``extra=``, the
 fields that tie a line to what it concerns: ``stream``, ``violation_id``, ``case_id`` (see
-:func:`about`). A traceback goes in ``exc``. The API has its own copy (api/core/logs.py): neither
-side imports the other.
+:func:`about`). A traceback goes in ``exc``. Standard library only, so the API uses it as a contract.
 """
 
 from __future__ import annotations
