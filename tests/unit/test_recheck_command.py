@@ -4,7 +4,6 @@ and answers only on the agreed topic (detector/delivery/recheck.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,11 +13,12 @@ import pytest
 import detector.delivery.recheck as recheck
 from detector.config import StreamConfig
 from detector.contracts.detections import Detections
-from detector.delivery.mqtt import AckCallback, Communicator, MessageCallback, PublishHandle, ReceivedMessage
+from detector.delivery.mqtt import ReceivedMessage
 from detector.delivery.publisher import JsonlSink
 from detector.delivery.recheck import MAX_COMMAND_BYTES, RecheckCommand, RecheckCommandError, Rechecker
 from detector.inference.model import ModelInfo
 from detector.pipeline import UNKNOWN_RULE_MIN_SCORE, StreamPipeline
+from tests.detector_support import RecordingComm
 
 PREFIX = "citywatch/v1"
 STREAM = "cam-1"
@@ -113,38 +113,6 @@ def test_agreed_commands_are_taken(changes: dict[str, Any], zone: str | None, bb
     assert cmd.reply_topic == AGREED
 
 
-class FakeComm(Communicator):
-    """Records what the Rechecker subscribes to and publishes (no broker needed for this)."""
-
-    def __init__(self) -> None:
-        self.subs: dict[str, MessageCallback] = {}
-        self.published: list[tuple[str, bytes]] = []
-
-    def publish(
-        self,
-        topic: str,
-        payload: bytes | str,
-        qos: int = 1,
-        retain: bool = False,
-        *,
-        expiry_s: int | None = None,
-        user_properties: Sequence[tuple[str, str]] = (),
-        content_type: str | None = None,
-        on_ack: AckCallback | None = None,
-    ) -> PublishHandle:
-        self.published.append((topic, payload if isinstance(payload, bytes) else payload.encode()))
-        return PublishHandle(len(self.published))
-
-    def subscribe(self, topic: str, callback: MessageCallback, qos: int = 1) -> None:
-        self.subs[topic] = callback
-
-    def is_connected(self) -> bool:
-        return True
-
-    def stop(self) -> None:
-        pass
-
-
 def _pipeline() -> Any:
     """What ``Rechecker._answer`` reads of a stream pipeline."""
     return SimpleNamespace(
@@ -159,7 +127,7 @@ def test_the_rechecker_drops_bad_commands_and_answers_only_on_the_agreed_topic(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(recheck, "judge", lambda *_a: (False, None, None))  # the view: nothing there
-    comm = FakeComm()
+    comm = RecordingComm()
     checker = Rechecker(comm, {STREAM: _pipeline()}, PREFIX, "det-1").start()
     deliver = comm.subs[TOPIC]
     forged = command(reply_topic="home/door/open", request_id="rc-" + "a" * 24)
@@ -173,7 +141,7 @@ def test_the_rechecker_drops_bad_commands_and_answers_only_on_the_agreed_topic(
     image = np.zeros((48, 64, 3), np.uint8)
     checker.on_frame(STREAM, 1_772_420_400.0, image, Detections.empty())
     assert checker.answered == 1
-    assert [t for t, _ in comm.published] == [AGREED]
+    assert [t for t, *_ in comm.published] == [AGREED]
     answer = json.loads(comm.published[0][1])
     assert (answer["request_id"], answer["result"], answer["stream"]) == (
         "rc-3f9c0a1b2c3d4e5f60718293",

@@ -2,51 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import pytest
 
 from detector.contracts.events import parse_stream_topic, snapshot_topic, stream_topic_filter
-from detector.delivery.mqtt import AckCallback, Communicator, MessageCallback, PublishHandle
 from detector.delivery.snapshots import MAX_WIDTH, Snapshots, encode_snapshot
+from tests.detector_support import RecordingComm
 
 PREFIX = "citywatch/v1"
-
-
-@dataclass
-class Comm(Communicator):
-    """Records what is published; ``connected`` is the test's to switch."""
-
-    connected: bool = True
-    published: list[tuple[str, bytes, int, bool, str | None]] = field(default_factory=list)
-
-    def publish(
-        self,
-        topic: str,
-        payload: bytes | str,
-        qos: int = 1,
-        retain: bool = False,
-        *,
-        expiry_s: int | None = None,
-        user_properties: Sequence[tuple[str, str]] = (),
-        content_type: str | None = None,
-        on_ack: AckCallback | None = None,
-    ) -> PublishHandle:
-        data = payload if isinstance(payload, bytes) else payload.encode()
-        self.published.append((topic, data, qos, retain, content_type))
-        return PublishHandle(len(self.published))
-
-    def subscribe(self, topic: str, callback: MessageCallback, qos: int = 1) -> None:
-        raise NotImplementedError
-
-    def is_connected(self) -> bool:
-        return self.connected
-
-    def stop(self) -> None:
-        pass
 
 
 @dataclass
@@ -85,7 +51,7 @@ SCHEDULES = [
 
 @pytest.mark.parametrize(("every_s", "steps"), SCHEDULES)
 def test_when_snapshots_are_taken(every_s: float, steps: list[tuple[float, str | None, bool | None]]) -> None:
-    clock, comm = Clock(), Comm()
+    clock, comm = Clock(), RecordingComm()
     snaps = Snapshots(comm, lambda _sid: every_s, topic_prefix=PREFIX, clock=clock)
     start = clock.now
     for at, state, taken in steps:
@@ -107,7 +73,7 @@ def test_when_snapshots_are_taken(every_s: float, steps: list[tuple[float, str |
 
 
 def test_the_latest_waits_for_the_broker_and_is_sent_again_after_a_reconnect() -> None:
-    clock, comm = Clock(), Comm(connected=False)
+    clock, comm = Clock(), RecordingComm(connected=False)
     snaps = Snapshots(comm, lambda sid: 10.0 if sid == "a" else 0.0, topic_prefix=PREFIX, clock=clock)
     assert snaps.on_frame("a", frame(64, 36))
     assert not snaps.on_frame("b", frame(64, 36))  # snapshot_s 0: never
@@ -130,7 +96,7 @@ def test_the_latest_waits_for_the_broker_and_is_sent_again_after_a_reconnect() -
 
 
 def test_a_removed_stream_has_its_snapshot_cleared() -> None:
-    comm = Comm()
+    comm = RecordingComm()
     snaps = Snapshots(comm, lambda _sid: 60.0, topic_prefix=PREFIX, clock=Clock())
     assert snaps.on_frame("a", frame(64, 36))
     snaps.on_state("a", {"state": "removed"})
