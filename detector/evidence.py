@@ -118,6 +118,14 @@ def encode_jpeg(img: npt.NDArray[np.uint8], quality: int = 85, max_bytes: int = 
         q = max(MIN_QUALITY, q - 10)
 
 
+def decode_jpeg(data: bytes) -> npt.NDArray[np.uint8]:
+    """The image of :func:`encode_jpeg`'s bytes (channels in the order they were encoded in)."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise EvidenceError(f"not a JPEG image ({len(data)} bytes)")
+    return np.ascontiguousarray(img, dtype=np.uint8)
+
+
 def render_evidence(
     frame_bgr: npt.NDArray[np.uint8],
     bbox_xyxy_px: Sequence[float] | None,

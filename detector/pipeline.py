@@ -8,6 +8,8 @@ so a file replayed as fast as the machine allows gives the same events as the li
 from __future__ import annotations
 
 import logging
+import pickle
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,7 +22,7 @@ from detector.config import EvidenceConfig, StreamConfig
 from detector.contracts.detections import Detections
 from detector.contracts.events import build_event, violation_id
 from detector.delivery.publisher import EventSink
-from detector.evidence import Evidence, render_evidence
+from detector.evidence import Evidence, decode_jpeg, encode_jpeg, render_evidence
 from detector.rules.base import ViolationUpdate
 from detector.rules.engine import RuleEngine, label_map
 from detector.rules.zones import Zone
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 SEQ_PER_S = 10
 #: What a re-check of a rule name the config does not know needs (commands name a rule the API knows).
 UNKNOWN_RULE_MIN_SCORE = 0.25
+#: JPEG quality of the evidence frames a checkpoint carries to the next worker
+JPEG_HELD = 92
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class StreamPipeline:
     last_ts: float | None = None
     _frames: dict[float, npt.NDArray[np.uint8]] = field(default_factory=dict, init=False)
     _size: tuple[int, int] | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         zones = [
@@ -124,6 +129,10 @@ class StreamPipeline:
     # ------------------------------------------------------------------ per sample
     def process(self, ts: float, image: npt.NDArray[np.uint8], dets: Detections) -> list[dict[str, Any]]:
         """Feed one sampled frame and its detections; returns the events sent to the sink."""
+        with self._lock:
+            return self._process(ts, image, dets)
+
+    def _process(self, ts: float, image: npt.NDArray[np.uint8], dets: Detections) -> list[dict[str, Any]]:
         h, w = image.shape[:2]
         self._size = (w, h)
         self.samples += 1
@@ -137,6 +146,34 @@ class StreamPipeline:
         for old in [t for t in self._frames if t not in keep]:
             del self._frames[old]
         return out
+
+    # ------------------------------------------------------------------ moving to another worker
+    def checkpoint(self) -> bytes:
+        """What another worker needs to go on with this stream where it stands: the tracker and rule state
+        (so an active violation keeps its ``violation_id``), the last frame time and the clean frames held
+        as evidence (JPEG). Pickled: it only travels between this deployment's own workers."""
+        with self._lock:
+            state = {
+                "engine": self.engine,
+                "last_ts": self.last_ts,
+                "size": self._size,
+                "frames": {t: encode_jpeg(f, JPEG_HELD, max_bytes=1 << 23) for t, f in self._frames.items()},
+            }
+            return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes) -> float | None:
+        """Go on from a :meth:`checkpoint` of this stream (taken by any worker); returns its last frame
+        time: frames up to it were judged already."""
+        state = pickle.loads(blob)  # noqa: S301 - written by checkpoint() of this deployment's workers
+        engine: RuleEngine = state["engine"]
+        with self._lock:
+            engine.label_of = self.engine.label_of
+            engine.rule_sources = self.engine.rule_sources
+            self.engine = engine
+            self.last_ts = state["last_ts"]
+            self._size = state["size"]
+            self._frames = {t: decode_jpeg(b) for t, b in state["frames"].items()}
+        return self.last_ts
 
     def finish(self) -> list[dict[str, Any]]:
         """End of input (a replay ending, a shutdown): report, but do not clear, what is active."""

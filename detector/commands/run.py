@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -92,14 +93,18 @@ class Detector:
     snapshots: Snapshots | None = None  # each stream's view, retained on streams/{id}/snapshot
     live: ConfigWatcher | None = None  # applies an edited streams.yaml stream by stream (live_reload_s)
     metrics: MetricsServer | None = None  # /metrics, /healthz, /readyz (streams.yaml `metrics:`)
+    node: str | None = None  # the Ray node this detector runs on (`citywatch run --ray`): in each stream's state
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def cfg(self) -> CitywatchConfig:
         return self.loaded.config
 
-    def start(self, threads: int | None = None) -> Detector:
+    def start(self, threads: int | None = None, streams: Collection[str] | None = None) -> Detector:
+        """Start everything; ``streams`` (ids): only these of the enabled streams (a fleet node starts
+        with none and is handed its streams by the fleet driver); None: every enabled stream."""
         cfg, base = self.cfg, self.loaded.base_dir
+        first = [s for s in cfg.enabled_streams if streams is None or s.id in streams]
         if not broker_answers(cfg.mqtt.host, cfg.mqtt.port):
             raise RunError(
                 f"no MQTT broker answers at {cfg.mqtt.host}:{cfg.mqtt.port}: start the broker "
@@ -120,14 +125,14 @@ class Detector:
         self.service = InferenceService(backends, self.stop_event, max_batch=models.batches)
         if cfg.collect.enabled:
             self.collector = Collector.from_config(cfg.collect, base).start()
-        for stream in cfg.enabled_streams:
+        for stream in first:
             self._register(stream, models.plan(stream))
         self.rechecker = Rechecker(self.comm, self.pipelines, cfg.mqtt.topic_prefix, cfg.worker_id).start()
         self.service.start()
         self.watcher = start_watch(
             models, self.service, self.pipelines, self.stop_event, cfg.models.watch_s, threads, base
         )
-        for stream in cfg.enabled_streams:
+        for stream in first:
             self._start_worker(stream)
         log.info("detector %s: %d streams, models %s", cfg.worker_id, len(self.workers), models.describe())
         self.live = start_live(self)
@@ -144,11 +149,14 @@ class Detector:
         merge = plan.merge if len(self.models.models) > 1 else None
         self.service.register(stream.id, handler, plan.needed, merge)
 
-    def _start_worker(self, stream: StreamConfig) -> StreamWorker:
-        """Its own stop event: a stream removed while running stops alone (``stop`` stops them all)."""
+    def _start_worker(self, stream: StreamConfig, resume_after: float | None = None) -> StreamWorker:
+        """Its own stop event: a stream removed while running stops alone (``stop`` stops them all).
+        ``resume_after``: frames up to this frame time were judged elsewhere (a stream moved here)."""
         extra = self._extra_state(stream.id)
         base = self.loaded.base_dir
         w = StreamWorker(stream, base, self._submit, self._state, threading.Event(), extra_state=extra)
+        if resume_after is not None:
+            w.resume_after(resume_after)
         self.workers = [*self.workers, w]  # a new list: others iterate the old one meanwhile
         w.start()
         return w
@@ -172,7 +180,8 @@ class Detector:
 
     def _extra_state(self, stream_id: str) -> Any:
         def extra() -> dict[str, Any]:
-            return {} if self.service is None else self.service.stream_stats(stream_id)
+            out = {} if self.service is None else self.service.stream_stats(stream_id)
+            return out if self.node is None else {**out, "node": self.node}
 
         return extra
 
@@ -305,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         "stops the wait) instead of exiting with code 2 at once (default 0); what the outbox holds is sent "
         "once it answers",
     )  # fmt: skip
+    p.add_argument(
+        "--ray", metavar="ADDRESS", default=None,
+        help="spread the streams over the nodes of a Ray cluster: its address (ray://host:10001, host:6379, "
+        "auto) or `local` (a one-node cluster in this process); see README 'Scaling out'",
+    )  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     p.add_argument(
         "--log-format", choices=FORMATS, default=None, help="text or json lines (= $CITYWATCH_LOG_FORMAT)"
@@ -330,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load(a.config)
         if a.wait_for_broker != 0 and not wait_for_broker(loaded.config, a.wait_for_broker, stops[0]):
             return 0 if signalled else 2
+        if a.ray is not None:
+            from detector.fleet.cli import run_fleet
+
+            return run_fleet(loaded, a, stops, signalled)
         det = Detector(loaded).start(a.threads)
     except RunError as err:
         print(f"citywatch run: {err}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """``citywatch status``: each stream's health as the detectors last published it.
 
 Reads the retained ``{prefix}/streams/+/state`` and ``{prefix}/status/+`` topics from the broker named in
-the config (no detector needs to be reachable, only the broker), prints one line per stream and exits 0
+the config (no detector needs to be reachable, only the broker), prints one line per stream (with the Ray
+node that runs it under ``citywatch run --ray``) and exits 0
 when every enabled stream is live (or a finished file), 1 when one is connecting, stalled or failed, or
 has published no state, 2 when the broker cannot be reached. URLs and errors are shown as published:
 the detector masks passwords before publishing.
@@ -116,7 +117,9 @@ def rows(found: dict[str, Any], expected: list[str], now: float) -> list[dict[st
 
 def format_table(table: list[dict[str, Any]], workers: dict[str, str], now: float) -> str:
     head = f"{'STREAM':<20} {'STATE':<10} {'SINCE':<9} {'SAMPLES/S':>9} {'LAST SAMPLE':<12} {'DECODE':<9} "
-    head += f"{'INPUT':<6} {'LAG':>6}  ERROR"
+    head += f"{'INPUT':<6} {'LAG':>6}  "
+    fleet = any(r.get("node") for r in table)  # `citywatch run --ray`: which node runs each stream
+    head += f"{'NODE':<14} ERROR" if fleet else "ERROR"
     lines = [head]
     for r in table:
         fps = r.get("sample_fps")
@@ -128,7 +131,9 @@ def format_table(table: list[dict[str, Any]], workers: dict[str, str], now: floa
             f"{(f'{fps:.2f}' if isinstance(fps, int | float) else '-'):>9} "
             f"{_ago(r.get('last_sample_at'), now):<12} {decode:<9} "
             f"{'sub' if r.get('input') == 'detect_url' else 'main' if r.get('input') else '-':<6} "
-            f"{(f'{lag:.1f}s' if isinstance(lag, int | float) else '-'):>6}  {err[:120]}"
+            f"{(f'{lag:.1f}s' if isinstance(lag, int | float) else '-'):>6}  "
+            + (f"{str(r.get('node') or '-'):<14} " if fleet else "")
+            + err[:120]
         )
     for name, status in sorted(workers.items()):
         lines.append(f"worker {name}: {status}")

@@ -254,6 +254,12 @@ class StreamConfig(_Section):
     sample_interval_s: float = Field(
         default=2.0, gt=0.0, le=3600.0, description="Seconds between sampled frames."
     )
+    resolution: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$",
+        description="Declared WIDTHxHEIGHT of what is decoded (the detect_url substream when set): "
+        "`citywatch run --ray` spreads streams by it. None: 1920x1080, or 640x360 with a detect_url.",
+    )
     start_time: AwareDatetime | None = Field(
         default=None,
         description="Wall time of a file's first frame (ISO 8601 with offset); None reads file metadata.",

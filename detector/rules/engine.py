@@ -111,6 +111,17 @@ class RuleEngine:
         self.last_detections: Detections = Detections.empty()
         self.last_ts: float | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without ``label_of`` (a closure over the manifest): the restoring side sets its own
+        (:meth:`detector.pipeline.StreamPipeline.restore`)."""
+        state = dict(self.__dict__)
+        state.pop("label_of", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.label_of = lambda name: name
+
     def labelled(self, dets: Detections) -> Detections:
         """``dets`` with ``data["label"]``: the rule label of each class name, or the name itself.
         Detections that already carry labels (merged from several models) keep them."""

@@ -148,6 +148,11 @@ class StreamWorker(threading.Thread):
         self.skipped_backwards = 0
         self._window: deque[float] = deque()
 
+    def resume_after(self, ts: float) -> None:
+        """Skip frames up to frame time ``ts``: another worker judged them (a stream moved here); a file
+        is read again from its start up to there without pacing, a live stream just goes on."""
+        self._last_ts = ts
+
     # ---------------------------------------------------------------------------------- state
     def snapshot(self) -> dict[str, Any]:
         data = self.state.as_dict(self.stream)

@@ -1,0 +1,311 @@
+"""``citywatch run --ray ADDRESS|local``: the streams of streams.yaml spread over the nodes of a Ray cluster.
+
+The driver (this process) places one :class:`~detector.fleet.node.FleetNode` actor on each living Ray
+node that offers a CPU (``NodeAffinitySchedulingStrategy``, not soft: the actor dies with its node) and
+gives each node streams by their declared cost and the node's cores (:mod:`detector.fleet.plan`). Every
+``poll_s`` it asks each node for its streams' checkpoints and looks at Ray's node table:
+
+- a node that left (Ray says it is dead, its actor is gone, or it missed ``dead_after`` polls in a row):
+  its streams start on the other nodes from their latest checkpoint, so an open violation keeps its
+  ``violation_id``; the outboxes it left on a shared disk are sent by a living node (``adopt_orphans``);
+- a node that joined: it gets an actor and a share of the streams; a stream moves as at shutdown
+  (stopped, its frames judged, the outbox flushed, its checkpoint handed over), and only the streams
+  that the new spread moves stop at all;
+- streams whose file ended stay where they finished.
+
+Ray is imported here only: ``citywatch run`` without ``--ray`` never needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from detector.config import LoadedConfig, StreamConfig
+from detector.contracts.errors import DetectorError
+from detector.fleet.node import FleetNode, worker_name
+from detector.fleet.plan import PlanError, node_capacity, spread, stream_cost
+from detector.inference.rule_models import enabled_rules, rule_model_configs
+
+log = logging.getLogger("citywatch.fleet")
+
+NAMESPACE = "citywatch"
+
+
+class FleetError(DetectorError):
+    """The fleet cannot start or go on (no Ray, no cluster at the address, no node with a CPU)."""
+
+
+def models_of(cfg: Any, stream: StreamConfig) -> int:
+    """How many distinct model sections serve ``stream``'s enabled rules (each costs an inference)."""
+    rule_cfgs = rule_model_configs(cfg, stream)
+    on = enabled_rules(stream)
+    return len({repr(rule_cfgs[r]) for r in on}) if on else 1
+
+
+@dataclass
+class NodeSlot:
+    """What the driver knows of one node."""
+
+    node_id: str
+    capacity: float
+    actor: Any
+    name: str
+    misses: int = 0
+    streams: set[str] = field(default_factory=set)
+
+
+class FleetDriver:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        address: str,
+        *,
+        threads: int | None = None,
+        poll_s: float = 1.0,
+        call_timeout_s: float = 3.0,
+        dead_after: int = 3,
+        log_level: str = "INFO",
+        log_format: str | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.address = address
+        self.threads = threads
+        self.poll_s = poll_s
+        self.call_timeout_s = call_timeout_s
+        self.dead_after = dead_after
+        self.log_setup = (log_level, log_format)
+        cfg = loaded.config
+        self.streams = {s.id: s for s in cfg.enabled_streams}
+        self.costs = {sid: stream_cost(s, models_of(cfg, s)) for sid, s in self.streams.items()}
+        self.nodes: dict[str, NodeSlot] = {}
+        self.checkpoints: dict[str, bytes] = {}
+        self.finished: set[str] = set()
+        self.stop_event = threading.Event()
+        self.moves = 0  # streams started on another node than before (a node left or joined)
+        self.on_change: Callable[[dict[str, str]], None] | None = None
+        self._ray: Any = None
+        self._generation = 0
+        self._placed: set[str] = set()  # streams placed at least once
+        self._gone: set[str] = set()  # nodes declared dead: never used again (a node back gets a new id)
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> FleetDriver:
+        try:
+            import ray
+        except ImportError as err:
+            raise FleetError("--ray needs Ray: pip install 'citywatch[ray]'") from err
+        self._ray = ray
+        if not ray.is_initialized():
+            try:
+                ray.init(
+                    address=None if self.address == "local" else self.address,
+                    namespace=NAMESPACE,
+                    log_to_driver=True,
+                    include_dashboard=False if self.address == "local" else None,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise FleetError(f"no Ray cluster at {self.address}: {err}") from err
+        self._sync_nodes()
+        if not self.nodes:
+            raise FleetError("the Ray cluster has no living node with a CPU to run streams on")
+        self._place(rebalance=True)
+        return self
+
+    def assignment(self) -> dict[str, str]:
+        """Stream → node id, as running now."""
+        return {sid: nid for nid, slot in self.nodes.items() for sid in slot.streams}
+
+    # ------------------------------------------------------------------ nodes
+    def _living_nodes(self) -> dict[str, float]:
+        out = {}
+        for n in self._ray.nodes():
+            if n.get("Alive") and (cap := node_capacity(n.get("Resources", {}))) > 0:
+                out[str(n["NodeID"])] = cap
+        return out
+
+    def _sync_nodes(self) -> tuple[list[str], list[str]]:
+        """Actors for new nodes, slots of dead ones dropped; returns (joined, left) node ids."""
+        living = self._living_nodes()
+        left = [nid for nid in self.nodes if nid not in living]
+        joined = []
+        for nid, cap in living.items():
+            if nid not in self.nodes and nid not in self._gone:
+                slot = self._new_slot(nid, cap)
+                if slot is not None:
+                    self.nodes[nid] = slot
+                    joined.append(nid)
+        for nid in left:
+            self._drop(nid, "Ray says it is dead")
+        return joined, left
+
+    def _new_slot(self, nid: str, cap: float) -> NodeSlot | None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        short = nid[:8]
+        self._generation += 1
+        remote = self._ray.remote(FleetNodeActor)
+        actor = remote.options(
+            name=f"citywatch-node-{nid}-{self._generation}",
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False),
+            num_cpus=0,
+            max_concurrency=8,
+            max_restarts=0,
+        ).remote(self.loaded, f"node-{short}", self.threads, self.log_setup)
+        try:
+            name = self._ray.get(actor.ping.remote(), timeout=120)
+        except Exception as err:  # the node died meanwhile, or the actor failed to load its models
+            log.error("node %s: its detector did not start: %s", short, err)
+            self._kill(actor)
+            return None
+        log.info("node %s joined (%g cores): detector %s", short, cap, name)
+        return NodeSlot(nid, cap, actor, name)
+
+    def _drop(self, nid: str, why: str) -> None:
+        slot = self.nodes.pop(nid, None)
+        self._gone.add(nid)
+        if slot is None:
+            return
+        log.warning("node %s left (%s): its %d streams move", nid[:8], why, len(slot.streams))
+        self._kill(slot.actor)
+
+    def _kill(self, actor: Any) -> None:
+        try:
+            self._ray.kill(actor, no_restart=True)
+        except Exception:  # already gone
+            log.debug("kill of a fleet actor failed", exc_info=True)
+
+    # ------------------------------------------------------------------ placing streams
+    def _place(self, rebalance: bool) -> None:
+        ray = self._ray
+        costs = {sid: c for sid, c in self.costs.items() if sid not in self.finished}
+        current = self.assignment()
+        try:
+            plan = spread(costs, {nid: s.capacity for nid, s in self.nodes.items()}, current, rebalance=rebalance)
+        except PlanError as err:
+            log.error("%s; the streams wait for a node", err)
+            return
+        leaving: dict[str, list[str]] = {}
+        for sid, (src, _dst) in plan.moves.items():
+            if src is not None and src in self.nodes:
+                leaving.setdefault(src, []).append(sid)
+        for src, ids in leaving.items():  # stopped where they run, judged to their last frame, flushed
+            slot = self.nodes[src]
+            try:
+                got = ray.get(slot.actor.stop_streams.remote(ids), timeout=60)
+                self.checkpoints.update({k: v for k, v in got.items() if v is not None})
+            except Exception as err:
+                log.error("node %s: stopping %s failed (%s): they go on from their last checkpoint", src[:8], ids, err)
+            slot.streams -= set(ids)
+        arriving: dict[str, list[str]] = {}
+        for sid, (_src, dst) in plan.moves.items():
+            arriving.setdefault(dst, []).append(sid)
+        calls = {}
+        for dst, ids in arriving.items():
+            batch = [(self.streams[sid], self.checkpoints.get(sid)) for sid in ids]
+            calls[dst] = self.nodes[dst].actor.start_streams.remote(batch)
+            self.nodes[dst].streams |= set(ids)
+        for dst, ref in calls.items():
+            try:
+                ray.get(ref, timeout=60)
+            except Exception as err:
+                log.error("node %s: starting streams failed: %s", dst[:8], err)
+        self.moves += len(set(plan.moves) & self._placed)
+        self._placed |= set(plan.moves)
+        for sid, (src, dst) in sorted(plan.moves.items()):
+            log.info("stream %s: %s → node %s", sid, f"node {src[:8]}" if src else "placed", dst[:8])
+        if plan.moves and self.on_change is not None:
+            self.on_change(self.assignment())
+
+    # ------------------------------------------------------------------ the loop
+    def poll(self) -> None:
+        """One look: checkpoints and finished streams from every node, dead and new nodes handled."""
+        ray = self._ray
+        refs = {nid: (s.actor.checkpoints.remote(), s.actor.finished.remote()) for nid, s in self.nodes.items()}
+        dead: list[tuple[str, str]] = []
+        for nid, (ckpt_ref, fin_ref) in refs.items():
+            slot = self.nodes[nid]
+            try:
+                ckpts, fin = ray.get([ckpt_ref, fin_ref], timeout=self.call_timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                slot.misses += 1
+                if slot.misses >= self.dead_after:
+                    dead.append((nid, f"no answer to {slot.misses} polls in a row"))
+                continue
+            except ray.exceptions.RayError as err:
+                dead.append((nid, f"its actor died: {type(err).__name__}"))
+                continue
+            slot.misses = 0
+            self.checkpoints.update(ckpts)
+            self.finished |= set(fin)
+        for nid, why in dead:
+            self._drop(nid, why)
+        joined, left = self._sync_nodes()
+        if dead or left:
+            self._place(rebalance=False)
+            self._adopt()
+        if joined:
+            self._place(rebalance=True)
+
+    def _adopt(self) -> None:
+        living = [s.name for s in self.nodes.values()]
+        for slot in self.nodes.values():
+            try:
+                n = self._ray.get(slot.actor.adopt_orphans.remote(living), timeout=60)
+            except Exception as err:
+                log.error("node %s: adopting orphaned outboxes failed: %s", slot.node_id[:8], err)
+                continue
+            if n:
+                log.warning("node %s delivers %d events a dead node left in its outbox", slot.node_id[:8], n)
+
+    def all_finished(self) -> bool:
+        return bool(self.streams) and self.finished >= set(self.streams)
+
+    def run(self, exit_when_done: bool = False) -> None:
+        while not self.stop_event.wait(self.poll_s):
+            self.poll()
+            if exit_when_done and self.all_finished():
+                break
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Every stream's state, from the node that runs it."""
+        out: dict[str, dict[str, Any]] = {}
+        for slot in list(self.nodes.values()):
+            try:
+                out.update(self._ray.get(slot.actor.states.remote(), timeout=self.call_timeout_s))
+            except Exception as err:
+                log.warning("node %s did not say its streams' states: %s", slot.node_id[:8], err)
+        return out
+
+    def stop(self, within_s: float | None = None) -> None:
+        """Stop every node's detector (each flushes its outbox), then let go of the actors."""
+        refs = []
+        for slot in self.nodes.values():
+            refs.append(slot.actor.shutdown.remote(within_s))
+        for ref in refs:
+            try:
+                self._ray.get(ref, timeout=(within_s or 30.0) + 5.0)
+            except Exception as err:
+                log.warning("a fleet node did not stop cleanly: %s", err)
+        for slot in list(self.nodes.values()):
+            self._kill(slot.actor)
+        self.nodes.clear()
+
+
+class FleetNodeActor(FleetNode):
+    """The actor form: sets up this process's logging first (a Ray worker starts with none)."""
+
+    def __init__(
+        self, loaded: LoadedConfig, node: str, threads: int | None, log_setup: tuple[str, str | None]
+    ) -> None:
+        from detector.contracts.logs import setup_logging
+
+        setup_logging(*log_setup)
+        super().__init__(loaded, node, threads)
+
+
+__all__ = ["FleetDriver", "FleetError", "FleetNodeActor", "worker_name"]
