@@ -164,7 +164,7 @@ class StreamPipeline:
     def restore(self, blob: bytes) -> float | None:
         """Go on from a :meth:`checkpoint` of this stream (taken by any worker); returns its last frame
         time: frames up to it were judged already."""
-        state = pickle.loads(blob)  # noqa: S301 - written by checkpoint() of this deployment's workers
+        state = pickle.loads(blob)  # written by checkpoint() of this deployment's own workers
         engine: RuleEngine = state["engine"]
         with self._lock:
             engine.label_of = self.engine.label_of

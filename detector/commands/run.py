@@ -93,7 +93,7 @@ class Detector:
     snapshots: Snapshots | None = None  # each stream's view, retained on streams/{id}/snapshot
     live: ConfigWatcher | None = None  # applies an edited streams.yaml stream by stream (live_reload_s)
     metrics: MetricsServer | None = None  # /metrics, /healthz, /readyz (streams.yaml `metrics:`)
-    node: str | None = None  # the Ray node this detector runs on (`citywatch run --ray`): in each stream's state
+    node: str | None = None  # its Ray node (`citywatch run --ray`): in each stream's state
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

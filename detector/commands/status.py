@@ -132,7 +132,7 @@ def format_table(table: list[dict[str, Any]], workers: dict[str, str], now: floa
             f"{_ago(r.get('last_sample_at'), now):<12} {decode:<9} "
             f"{'sub' if r.get('input') == 'detect_url' else 'main' if r.get('input') else '-':<6} "
             f"{(f'{lag:.1f}s' if isinstance(lag, int | float) else '-'):>6}  "
-            + (f"{str(r.get('node') or '-'):<14} " if fleet else "")
+            + (f"{r.get('node') or '-'!s:<14} " if fleet else "")
             + err[:120]
         )
     for name, status in sorted(workers.items()):

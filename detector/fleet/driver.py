@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,7 +184,9 @@ class FleetDriver:
         costs = {sid: c for sid, c in self.costs.items() if sid not in self.finished}
         current = self.assignment()
         try:
-            plan = spread(costs, {nid: s.capacity for nid, s in self.nodes.items()}, current, rebalance=rebalance)
+            plan = spread(
+                costs, {nid: s.capacity for nid, s in self.nodes.items()}, current, rebalance=rebalance
+            )
         except PlanError as err:
             log.error("%s; the streams wait for a node", err)
             return
@@ -199,7 +200,12 @@ class FleetDriver:
                 got = ray.get(slot.actor.stop_streams.remote(ids), timeout=60)
                 self.checkpoints.update({k: v for k, v in got.items() if v is not None})
             except Exception as err:
-                log.error("node %s: stopping %s failed (%s): they go on from their last checkpoint", src[:8], ids, err)
+                log.error(
+                    "node %s: stopping %s failed (%s): they go on from their last checkpoint",
+                    src[:8],
+                    ids,
+                    err,
+                )
             slot.streams -= set(ids)
         arriving: dict[str, list[str]] = {}
         for sid, (_src, dst) in plan.moves.items():
@@ -225,7 +231,9 @@ class FleetDriver:
     def poll(self) -> None:
         """One look: checkpoints and finished streams from every node, dead and new nodes handled."""
         ray = self._ray
-        refs = {nid: (s.actor.checkpoints.remote(), s.actor.finished.remote()) for nid, s in self.nodes.items()}
+        refs = {
+            nid: (s.actor.checkpoints.remote(), s.actor.finished.remote()) for nid, s in self.nodes.items()
+        }
         dead: list[tuple[str, str]] = []
         for nid, (ckpt_ref, fin_ref) in refs.items():
             slot = self.nodes[nid]
