@@ -275,7 +275,10 @@ class FleetDriver:
 
     def run(self, exit_when_done: bool = False) -> None:
         while not self.stop_event.wait(self.poll_s):
-            self.poll()
+            try:
+                self.poll()
+            except Exception:  # Ray's control plane unreachable for a moment: the nodes run on meanwhile
+                log.exception("fleet: one look at the nodes failed; trying again in %g s", self.poll_s)
             if exit_when_done and self.all_finished():
                 break
 
