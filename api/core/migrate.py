@@ -41,15 +41,23 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def run_migrations(engine: Engine, revision: str = "head") -> None:
+def run_migrations(engine: Engine, revision: str = "head") -> bool:
+    """Upgrade to ``revision``; True when this call changed the schema (False: another worker had,
+    or it was current). Each worker logs which: several started at once show one ``migrated``."""
     cfg = alembic_config()
     try:
         options = {SQLITE_BEGIN_OPTION: "IMMEDIATE"} if is_sqlite(engine) else {}
         with engine.connect().execution_options(**options) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+            before = MigrationContext.configure(conn).get_current_revision()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            after = MigrationContext.configure(conn).get_current_revision()
     except SQLAlchemyError as exc:
         raise MigrationError(f"database migration to {revision!r} failed: {exc}") from exc
-    log.info("database schema at revision %s", head_revision())
+    if before != after:
+        log.info("database migrated from revision %s to %s", before or "(empty)", after)
+    else:
+        log.info("database schema already at revision %s", after)
+    return before != after

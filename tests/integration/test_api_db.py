@@ -63,10 +63,11 @@ def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
 def test_workers_migrating_at_once_on_a_fresh_database(tmp_path: Path) -> None:
     eng = create_db_engine(f"sqlite:///{tmp_path / 'race.db'}")
     errors: list[BaseException] = []
+    changed: list[bool] = []
 
     def migrate() -> None:
         try:
-            run_migrations(eng)
+            changed.append(run_migrations(eng))
         except BaseException as exc:
             errors.append(exc)
 
@@ -76,6 +77,7 @@ def test_workers_migrating_at_once_on_a_fresh_database(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
+    assert sorted(changed) == [False, False, True]  # one migrated, the others found it done
     assert current_revision(eng) == head_revision()
     eng.dispose()
 
