@@ -18,6 +18,7 @@ joining again), so what a dead node had not delivered is delivered once the file
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ log = logging.getLogger("citywatch.fleet")
 
 FLUSH_S = 10.0  # a stream leaving: how long its events may take to reach the broker before it moves
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
+CLAIMED = ".adopted-by-"  # an orphaned outbox claimed by a node: <owner>.adopted-by-<node's worker>.sqlite3
 
 
 class FleetNodeError(DetectorError):
@@ -54,7 +56,10 @@ class FleetNode:
         self.node = node
         self.name = worker_name(cfg.worker_id, node)
         self.base_worker = cfg.worker_id
-        cfg = cfg.model_copy(update={"worker_id": self.name, "live_reload_s": 0.0})
+        update: dict[str, Any] = {"worker_id": self.name, "live_reload_s": 0.0}
+        if cfg.mqtt.client_id is not None:  # one client id per node: the broker drops a second connection
+            update["mqtt"] = cfg.mqtt.model_copy(update={"client_id": worker_name(cfg.mqtt.client_id, node)})
+        cfg = cfg.model_copy(update=update)
         self.det = Detector(LoadedConfig(loaded.path, cfg), node=node)
         self.det.start(threads, streams=())
         self._control = ConfigWatcher(self.det, 0.0)  # its stream start/stop, never its file polling
@@ -109,7 +114,7 @@ class FleetNode:
                     self._control._stop_stream(sid)
                 out[sid] = pipe.checkpoint() if pipe is not None and pipe.last_ts is not None else None
         if ids and self.det.publisher is not None and not self.det.publisher.flush(flush_s):
-            log.warning("fleet node %s: events still in its outbox after %g s (sent later)", self.node, flush_s)
+            log.warning("fleet node %s: events left in its outbox after %gs (sent later)", self.node, flush_s)
         return out
 
     def checkpoints(self) -> dict[str, bytes]:
@@ -134,24 +139,25 @@ class FleetNode:
     def adopt_orphans(self, living: list[str]) -> int:
         """Move the events of fleet outboxes on this node's disk that no living node owns (``living``:
         worker names) into this node's outbox; returns how many. Each file is claimed by renaming it first,
-        so two nodes on one disk never both send it."""
+        so two nodes on one disk never both send it. A claim whose adoption stopped part-way (this node's,
+        or one of a node that died meanwhile) is taken up again."""
         det = self.det
         if det.outbox is None:
             return 0
         moved = 0
         for path in sorted(det.outbox.path.parent.glob(f"{self.base_worker}-*.sqlite3")):
-            if path.stem in living or path == det.outbox.path or ".adopted-by-" in path.name:
-                continue
-            claimed = path.with_name(f"{path.stem}.adopted-by-{self.name}.sqlite3")
-            try:
-                os.replace(path, claimed)
-            except FileNotFoundError:
-                continue  # another node claimed it first
-            for side in ("-wal", "-shm"):  # SQLite's WAL travels with its database (same name + suffix)
+            owner, _, claimant = path.stem.partition(CLAIMED)
+            if path == det.outbox.path or owner in living or claimant in set(living) - {"", self.name}:
+                continue  # a living node's own outbox, or one that another living node adopts
+            claimed = path.with_name(f"{owner}{CLAIMED}{self.name}.sqlite3")
+            if path != claimed:
                 try:
-                    os.replace(f"{path}{side}", f"{claimed}{side}")
+                    os.replace(path, claimed)
                 except FileNotFoundError:
-                    pass
+                    continue  # another node claimed it first
+                for side in ("-wal", "-shm"):  # SQLite's WAL travels with its database (same name + suffix)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(f"{path}{side}", f"{claimed}{side}")
             moved += self._adopt(claimed)
         return moved
 
@@ -169,7 +175,7 @@ class FleetNode:
             orphan.close()
         for leftover in path.parent.glob(f"{path.name}*"):
             leftover.unlink(missing_ok=True)
-        log.warning("fleet node %s: %d events of the orphaned outbox %s sent from here", self.node, moved, path)
+        log.warning("fleet node %s: %d events of the orphaned outbox %s sent here", self.node, moved, path)
         return moved
 
     def shutdown(self, within_s: float | None = None) -> None:

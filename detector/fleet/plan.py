@@ -34,6 +34,7 @@ KEYFRAMES_FROM_S = 2.0
 GPU_CORES = 8.0
 MAIN_DEFAULT = (1920, 1080)
 SUB_DEFAULT = (640, 360)
+EPS = 1e-9  # loads are sums of floats: a move must lower the highest load by more than this
 
 
 class PlanError(ValueError):
@@ -103,20 +104,34 @@ def spread(
         assignment[s] = n
         load[n] += costs[s]
         moves[s] = (current.get(s), n)
-    for _ in range(len(costs) if rebalance else 0):  # each round moves one stream and lowers the highest load
+
+    def move(s: str, src: str, dst: str) -> None:
+        assignment[s] = dst
+        load[src] -= costs[s]
+        load[dst] += costs[s]
+
+    # Rebalance: move one stream at a time from the most to the least loaded node while that lowers the most
+    # loaded node's load. Then undo the moves made after the last one that lowered the highest load of all:
+    # with several nodes tied at the top, moving off some of them only moves streams for nothing.
+    history: list[tuple[str, str, str]] = []  # (stream, from, to)
+    top, useful = max((ratio(n) for n in nodes), default=0.0), 0
+    for _ in range(len(costs) * len(nodes) if rebalance else 0):  # each move lowers the loads, highest first
         hi = max(nodes, key=lambda n: (ratio(n), n))
         lo = min(nodes, key=lambda n: (ratio(n), n))
         best: tuple[float, str] | None = None
         for s in (s for s, n in assignment.items() if n == hi):
             after = max((load[hi] - costs[s]) / nodes[hi], ratio(lo, costs[s]))
-            if after < ratio(hi) - 1e-9 and (best is None or (after, s) < best):
+            if after < ratio(hi) - EPS and (best is None or (after, s) < best):
                 best = (after, s)
         if best is None:
             break
-        s = best[1]
-        assignment[s] = lo
-        load[hi] -= costs[s]
-        load[lo] += costs[s]
-        moves[s] = (moves[s][0] if s in moves else hi, lo)
+        move(best[1], hi, lo)
+        history.append((best[1], hi, lo))
+        if (now := max(ratio(n) for n in nodes)) < top - EPS:
+            top, useful = now, len(history)
+    for s, src, dst in reversed(history[useful:]):
+        move(s, dst, src)
+    for s, src, dst in history[:useful]:
+        moves[s] = (moves[s][0] if s in moves else src, dst)
     moves = {s: m for s, m in moves.items() if m[0] != m[1]}
     return Spread(assignment, moves)
