@@ -95,6 +95,7 @@ class StreamPipeline:
     _frames: dict[float, npt.NDArray[np.uint8]] = field(default_factory=dict, init=False)
     _size: tuple[int, int] | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _jpeg: dict[float, bytes] = field(default_factory=dict, init=False, repr=False)  # held frames, encoded
 
     def __post_init__(self) -> None:
         zones = [
@@ -157,9 +158,17 @@ class StreamPipeline:
                 "engine": self.engine,
                 "last_ts": self.last_ts,
                 "size": self._size,
-                "frames": {t: encode_jpeg(f, JPEG_HELD, max_bytes=1 << 23) for t, f in self._frames.items()},
+                "frames": {t: self._held_jpeg(t, f) for t, f in self._frames.items()},
             }
             return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _held_jpeg(self, ts: float, frame: npt.NDArray[np.uint8]) -> bytes:
+        """A held frame as JPEG, encoded once however many checkpoints carry it."""
+        for old in [t for t in self._jpeg if t not in self._frames]:
+            del self._jpeg[old]
+        if ts not in self._jpeg:
+            self._jpeg[ts] = encode_jpeg(frame, JPEG_HELD, max_bytes=1 << 23)
+        return self._jpeg[ts]
 
     def restore(self, blob: bytes) -> float | None:
         """Go on from a :meth:`checkpoint` of this stream (taken by any worker); returns its last frame

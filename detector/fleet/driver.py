@@ -20,19 +20,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from detector.config import LoadedConfig, StreamConfig
 from detector.contracts.errors import DetectorError
-from detector.fleet.node import FleetNode, worker_name
+from detector.fleet.node import NODE_PREFIX, FleetNode, worker_name
 from detector.fleet.plan import PlanError, node_capacity, spread, stream_cost
 from detector.inference.rule_models import enabled_rules, rule_model_configs
 
 log = logging.getLogger("citywatch.fleet")
 
 NAMESPACE = "citywatch"
+JOIN_TIMEOUT_S = (
+    180.0  # a node's detector must answer within this (loading its models) or the node is not used
+)
+STOP_TIMEOUT_S = 120.0  # streams stopping (joined, judged, flushed) or starting on a node
 
 
 class FleetError(DetectorError):
@@ -54,6 +59,8 @@ class NodeSlot:
     capacity: float
     actor: Any
     name: str
+    ready: Any = None  # the first ping's reference until the actor answered it (models loaded), then None
+    started: float = 0.0
     misses: int = 0
     streams: set[str] = field(default_factory=set)
 
@@ -91,6 +98,7 @@ class FleetDriver:
         self._generation = 0
         self._placed: set[str] = set()  # streams placed at least once
         self._gone: set[str] = set()  # nodes declared dead: never used again (a node back gets a new id)
+        self._forget: list[str] = []  # worker names of dead nodes whose retained status is to be cleared
 
     # ------------------------------------------------------------------ start
     def start(self) -> FleetDriver:
@@ -110,14 +118,21 @@ class FleetDriver:
             except (ConnectionError, RuntimeError, ValueError) as err:
                 raise FleetError(f"no Ray cluster at {self.address}: {err}") from err
         self._sync_nodes()
-        if not self.nodes:
-            raise FleetError("the Ray cluster has no living node with a CPU to run streams on")
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        while any(s.ready is not None for s in self.nodes.values()) and time.monotonic() < deadline:
+            self._check_joins(wait_s=1.0)
+        if not self._ready():
+            raise FleetError("the Ray cluster has no living node with a CPU whose detector started")
         self._place(rebalance=True)
+        self._adopt([])  # outboxes an earlier fleet left behind
         return self
 
     def assignment(self) -> dict[str, str]:
         """Stream → node id, as running now."""
         return {sid: nid for nid, slot in self.nodes.items() for sid in slot.streams}
+
+    def _ready(self) -> dict[str, NodeSlot]:
+        return {nid: s for nid, s in self.nodes.items() if s.ready is None}
 
     # ------------------------------------------------------------------ nodes
     def _living_nodes(self) -> dict[str, float]:
@@ -131,18 +146,37 @@ class FleetDriver:
         """Actors for new nodes, slots of dead ones dropped; returns (joined, left) node ids."""
         living = self._living_nodes()
         left = [nid for nid in self.nodes if nid not in living]
-        joined = []
         for nid, cap in living.items():
             if nid not in self.nodes and nid not in self._gone:
-                slot = self._new_slot(nid, cap)
-                if slot is not None:
-                    self.nodes[nid] = slot
-                    joined.append(nid)
+                self.nodes[nid] = self._new_slot(nid, cap)
         for nid in left:
             self._drop(nid, "Ray says it is dead")
-        return joined, left
+        return self._check_joins(), left
 
-    def _new_slot(self, nid: str, cap: float) -> NodeSlot | None:
+    def _check_joins(self, wait_s: float = 0.0) -> list[str]:
+        """Nodes whose detector answered its first ping since the last look (its models loaded)."""
+        pending = {s.ready: nid for nid, s in self.nodes.items() if s.ready is not None}
+        if not pending:
+            return []
+        done, _ = self._ray.wait(list(pending), num_returns=len(pending), timeout=wait_s)
+        joined = []
+        for ref in done:
+            nid = pending[ref]
+            slot = self.nodes[nid]
+            try:
+                slot.name = self._ray.get(ref)
+            except Exception as err:  # the node died meanwhile, or the actor failed to load its models
+                self._drop(nid, f"its detector did not start: {err}")
+                continue
+            slot.ready = None
+            joined.append(nid)
+            log.info("node %s joined (%g cores): detector %s", nid[:8], slot.capacity, slot.name)
+        for ref, nid in pending.items():
+            if ref not in done and time.monotonic() - self.nodes[nid].started > JOIN_TIMEOUT_S:
+                self._drop(nid, f"its detector did not start within {JOIN_TIMEOUT_S:g} s")
+        return joined
+
+    def _new_slot(self, nid: str, cap: float) -> NodeSlot:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         short = nid[:8]
@@ -154,15 +188,9 @@ class FleetDriver:
             num_cpus=0,
             max_concurrency=8,
             max_restarts=0,
-        ).remote(self.loaded, f"node-{short}", self.threads, self.log_setup)
-        try:
-            name = self._ray.get(actor.ping.remote(), timeout=120)
-        except Exception as err:  # the node died meanwhile, or the actor failed to load its models
-            log.error("node %s: its detector did not start: %s", short, err)
-            self._kill(actor)
-            return None
-        log.info("node %s joined (%g cores): detector %s", short, cap, name)
-        return NodeSlot(nid, cap, actor, name)
+        ).remote(self.loaded, f"{NODE_PREFIX}{short}", self.threads, self.log_setup)
+        log.info("node %s: starting its detector", short)
+        return NodeSlot(nid, cap, actor, "", ready=actor.ping.remote(), started=time.monotonic())
 
     def _drop(self, nid: str, why: str) -> None:
         slot = self.nodes.pop(nid, None)
@@ -171,6 +199,8 @@ class FleetDriver:
             return
         log.warning("node %s left (%s): its %d streams move", nid[:8], why, len(slot.streams))
         self._kill(slot.actor)
+        if slot.name:
+            self._forget.append(slot.name)
 
     def _kill(self, actor: Any) -> None:
         try:
@@ -184,9 +214,8 @@ class FleetDriver:
         costs = {sid: c for sid, c in self.costs.items() if sid not in self.finished}
         current = self.assignment()
         try:
-            plan = spread(
-                costs, {nid: s.capacity for nid, s in self.nodes.items()}, current, rebalance=rebalance
-            )
+            capacity = {nid: s.capacity for nid, s in self._ready().items()}
+            plan = spread(costs, capacity, current, rebalance=rebalance)
         except PlanError as err:
             log.error("%s; the streams wait for a node", err)
             return
@@ -197,7 +226,7 @@ class FleetDriver:
         for src, ids in leaving.items():  # stopped where they run, judged to their last frame, flushed
             slot = self.nodes[src]
             try:
-                got = ray.get(slot.actor.stop_streams.remote(ids), timeout=60)
+                got = ray.get(slot.actor.stop_streams.remote(ids), timeout=STOP_TIMEOUT_S)
                 self.checkpoints.update({k: v for k, v in got.items() if v is not None})
             except Exception as err:
                 log.error(
@@ -213,13 +242,16 @@ class FleetDriver:
         calls = {}
         for dst, ids in arriving.items():
             batch = [(self.streams[sid], self.checkpoints.get(sid)) for sid in ids]
-            calls[dst] = self.nodes[dst].actor.start_streams.remote(batch)
-            self.nodes[dst].streams |= set(ids)
-        for dst, ref in calls.items():
+            calls[dst] = (ids, self.nodes[dst].actor.start_streams.remote(batch))
+        for dst, (ids, ref) in calls.items():
             try:
-                ray.get(ref, timeout=60)
+                started = set(ray.get(ref, timeout=STOP_TIMEOUT_S))
             except Exception as err:
                 log.error("node %s: starting streams failed: %s", dst[:8], err)
+                continue
+            self.nodes[dst].streams |= started
+            if set(ids) - started:  # placed again at the next look
+                log.error("node %s could not start %s", dst[:8], sorted(set(ids) - started))
         self.moves += len(set(plan.moves) & self._placed)
         self._placed |= set(plan.moves)
         for sid, (src, dst) in sorted(plan.moves.items()):
@@ -231,9 +263,8 @@ class FleetDriver:
     def poll(self) -> None:
         """One look: checkpoints and finished streams from every node, dead and new nodes handled."""
         ray = self._ray
-        refs = {
-            nid: (s.actor.checkpoints.remote(), s.actor.finished.remote()) for nid, s in self.nodes.items()
-        }
+        ready = self._ready()
+        refs = {n: (s.actor.checkpoints.remote(), s.actor.finished.remote()) for n, s in ready.items()}
         dead: list[tuple[str, str]] = []
         for nid, (ckpt_ref, fin_ref) in refs.items():
             slot = self.nodes[nid]
@@ -253,15 +284,22 @@ class FleetDriver:
         for nid, why in dead:
             self._drop(nid, why)
         joined, left = self._sync_nodes()
-        if dead or left:
+        unplaced = set(self.costs) - set(self.assignment()) - self.finished
+        if dead or left or (unplaced and not joined):
             self._place(rebalance=False)
-            self._adopt()
+        if dead or left:
+            self._adopt(self._forget)
+            self._forget = []
         if joined:
             self._place(rebalance=True)
 
-    def _adopt(self) -> None:
-        living = [s.name for s in self.nodes.values()]
-        for slot in self.nodes.values():
+    def _adopt(self, forget: list[str]) -> None:
+        """Outboxes of dead nodes delivered by living ones; their retained status cleared."""
+        living = [s.name for s in self._ready().values()]
+        for slot in self._ready().values():
+            if forget:
+                slot.actor.forget.remote(forget)
+                forget = []
             try:
                 n = self._ray.get(slot.actor.adopt_orphans.remote(living), timeout=60)
             except Exception as err:

@@ -30,11 +30,14 @@ from detector.commands.live import ConfigWatcher, plan_running
 from detector.commands.run import Detector
 from detector.config import LoadedConfig, StreamConfig
 from detector.contracts.errors import DetectorError
+from detector.contracts.events import status_topic
 from detector.delivery.outbox import Outbox
 
 log = logging.getLogger("citywatch.fleet")
 
 FLUSH_S = 10.0  # a stream leaving: how long its events may take to reach the broker before it moves
+CHECKPOINT_S = 4.0  # frame seconds between the checkpoints of one stream sent to the driver
+NODE_PREFIX = "node-"  # a fleet node's name: node-<the start of its Ray node id>
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
 CLAIMED = ".adopted-by-"  # an orphaned outbox claimed by a node: <owner>.adopted-by-<node's worker>.sqlite3
 
@@ -65,6 +68,7 @@ class FleetNode:
         self._control = ConfigWatcher(self.det, 0.0)  # its stream start/stop, never its file polling
         self._control.running = {}
         self._lock = threading.Lock()
+        self._sent: dict[str, float] = {}  # frame time of each stream's last checkpoint sent
         log.info("fleet node %s: detector %s ready, models %s", node, self.name, self._models())
 
     def _models(self) -> str:
@@ -78,13 +82,19 @@ class FleetNode:
         return sorted(self._control.running)
 
     def start_streams(self, streams: list[tuple[StreamConfig, bytes | None]]) -> list[str]:
-        """Start each stream, going on from its checkpoint when it has one; returns the ids started."""
+        """Start each stream, going on from its checkpoint when it has one; returns the ids that run here now
+        (one that already ran here is not started twice; one that failed to start is not among them)."""
         started = []
         with self._lock:
             for stream, checkpoint in streams:
                 if stream.id in self._control.running:
+                    started.append(stream.id)
                     continue
-                self._start(stream, checkpoint)
+                try:
+                    self._start(stream, checkpoint)
+                except Exception:  # this stream only: the driver places it again at its next look
+                    log.exception("stream %s: could not start on node %s", stream.id, self.node)
+                    continue
                 started.append(stream.id)
         return started
 
@@ -108,22 +118,39 @@ class FleetNode:
         """Stop these streams as at shutdown and flush the outbox; returns each one's checkpoint."""
         out: dict[str, bytes | None] = {}
         with self._lock:
+            for w in self.det.workers:  # all stop at once: each then joins at once
+                if w.stream.id in ids:
+                    w.stop()
             for sid in ids:
                 pipe = self.det.pipelines.get(sid)
                 if sid in self._control.running:
                     self._control._stop_stream(sid)
                 out[sid] = pipe.checkpoint() if pipe is not None and pipe.last_ts is not None else None
+                self._sent.pop(sid, None)
         if ids and self.det.publisher is not None and not self.det.publisher.flush(flush_s):
             log.warning("fleet node %s: events left in its outbox after %gs (sent later)", self.node, flush_s)
         return out
 
-    def checkpoints(self) -> dict[str, bytes]:
-        """Every running stream's checkpoint (the driver keeps the latest, for when this node dies)."""
+    def checkpoints(self, every_s: float = CHECKPOINT_S) -> dict[str, bytes]:
+        """The checkpoint of each running stream that judged a frame since its last one, at most one per
+        ``every_s`` seconds of frame time (the driver keeps the latest, for when this node dies). A
+        violation opens only after its dwell, so a checkpoint that old still holds its track and entry:
+        restored, it opens again under the same ``violation_id`` and the API updates the case it has."""
         out = {}
         for sid, pipe in list(self.det.pipelines.items()):
-            if pipe.last_ts is not None:
+            last = self._sent.get(sid)
+            if pipe.last_ts is not None and (last is None or pipe.last_ts >= last + every_s):
                 out[sid] = pipe.checkpoint()
+                self._sent[sid] = pipe.last_ts
         return out
+
+    def forget(self, workers: list[str]) -> None:
+        """Clear the retained ``status/{worker}`` of dead nodes (``citywatch status`` lists them no more)."""
+        comm, prefix = self.det.comm, self.det.cfg.mqtt.topic_prefix
+        if comm is None:
+            return
+        for name in workers:
+            comm.publish(status_topic(name, prefix), b"", qos=1, retain=True)
 
     def states(self) -> dict[str, dict[str, Any]]:
         """Each running stream's state, as published on ``streams/{id}/state``."""
@@ -145,7 +172,7 @@ class FleetNode:
         if det.outbox is None:
             return 0
         moved = 0
-        for path in sorted(det.outbox.path.parent.glob(f"{self.base_worker}-*.sqlite3")):
+        for path in sorted(det.outbox.path.parent.glob(f"{self.base_worker}-{NODE_PREFIX}*.sqlite3")):
             owner, _, claimant = path.stem.partition(CLAIMED)
             if path == det.outbox.path or owner in living or claimant in set(living) - {"", self.name}:
                 continue  # a living node's own outbox, or one that another living node adopts

@@ -144,7 +144,8 @@ def test_a_node_runs_the_streams_it_is_handed_and_hands_back_their_checkpoints(
 
         slow, fast = stream(loaded, PARKED, 10.0), stream(loaded, OTHER, 0.0)
         assert node.start_streams([(slow, None), (fast, None)]) == [PARKED, OTHER]
-        assert node.start_streams([(slow, None)]) == []  # already running: nothing starts twice
+        assert node.start_streams([(slow, None)]) == [PARKED]  # already running here: not started twice
+        assert len(node.det.workers) == 2
         assert node.streams() == [PARKED, OTHER]
         assert len(node.det.workers) == 2
 
