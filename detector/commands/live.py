@@ -239,7 +239,7 @@ class ConfigWatcher(threading.Thread):
         after = {s.id: s for s in new.enabled_streams}
         later: list[str] = []
         for sid in diff.removed:
-            self._guard(sid, partial(self._stop_stream, sid, removed=True))
+            self._guard(sid, partial(self.stop_stream, sid, removed=True))
         for sid in diff.changed:
             plan = self._plan(after[sid], later)
             if plan is not None:
@@ -247,7 +247,7 @@ class ConfigWatcher(threading.Thread):
         for sid in diff.added:
             plan = self._plan(after[sid], later)
             if plan is not None:
-                self._guard(sid, partial(self._start_stream, after[sid], plan))
+                self._guard(sid, partial(self.start_stream, after[sid], plan))
         if new.live_reload_s != self.interval_s:
             log.info("%s: live_reload_s is now %g%s", self.path, new.live_reload_s,
                      " (off: a restart turns it on again)" if new.live_reload_s <= 0 else "")  # fmt: skip
@@ -289,22 +289,22 @@ class ConfigWatcher(threading.Thread):
             return None
 
     def _restart(self, stream: StreamConfig, plan: StreamModels) -> None:
-        self._stop_stream(stream.id)
-        self._start_stream(stream, plan)
+        self.stop_stream(stream.id)
+        self.start_stream(stream, plan)
 
-    def _start_stream(self, stream: StreamConfig, plan: StreamModels) -> None:
+    def start_stream(self, stream: StreamConfig, plan: StreamModels) -> None:
         det = self.det
         if det.models is None:
             raise LiveConfigError("the models must be loaded before a stream starts")
         det.models.plans[stream.id] = plan
-        det._register(stream, plan)
+        det.register_stream(stream, plan)
         if det.rechecker is not None:
             det.rechecker.watch(stream.id)
-        det._start_worker(stream)
+        det.start_worker(stream)
         self.running[stream.id] = stream
         log.info("stream %s: started (%s)", stream.id, stream.display_url)
 
-    def _stop_stream(self, sid: str, *, removed: bool = False) -> None:
+    def stop_stream(self, sid: str, *, removed: bool = False) -> None:
         """As :meth:`Detector.stop` does for each stream: worker, queued frames, post handler, pipeline."""
         det = self.det
         worker = next((w for w in det.workers if w.stream.id == sid), None)

@@ -126,20 +126,20 @@ class Detector:
         if cfg.collect.enabled:
             self.collector = Collector.from_config(cfg.collect, base).start()
         for stream in first:
-            self._register(stream, models.plan(stream))
+            self.register_stream(stream, models.plan(stream))
         self.rechecker = Rechecker(self.comm, self.pipelines, cfg.mqtt.topic_prefix, cfg.worker_id).start()
         self.service.start()
         self.watcher = start_watch(
             models, self.service, self.pipelines, self.stop_event, cfg.models.watch_s, threads, base
         )
         for stream in first:
-            self._start_worker(stream)
+            self.start_worker(stream)
         log.info("detector %s: %d streams, models %s", cfg.worker_id, len(self.workers), models.describe())
         self.live = start_live(self)
         self.metrics = start_metrics(self)
         return self
 
-    def _register(self, stream: StreamConfig, plan: StreamModels) -> None:
+    def register_stream(self, stream: StreamConfig, plan: StreamModels) -> None:
         """The stream's pipeline, its handler registered with the inference service."""
         if self.service is None or self.models is None:
             raise RunError("the inference service must start before the streams")
@@ -149,7 +149,7 @@ class Detector:
         merge = plan.merge if len(self.models.models) > 1 else None
         self.service.register(stream.id, handler, plan.needed, merge)
 
-    def _start_worker(self, stream: StreamConfig, resume_after: float | None = None) -> StreamWorker:
+    def start_worker(self, stream: StreamConfig, resume_after: float | None = None) -> StreamWorker:
         """Its own stop event: a stream removed while running stops alone (``stop`` stops them all).
         ``resume_after``: frames up to this frame time were judged elsewhere (a stream moved here)."""
         extra = self._extra_state(stream.id)

@@ -104,10 +104,10 @@ class FleetNode:
             raise FleetNodeError(f"fleet node {self.node} is not started")
         plan = plan_running(det.models, det.cfg, stream, det.loaded.base_dir)
         det.models.plans[stream.id] = plan
-        det._register(stream, plan)
+        det.register_stream(stream, plan)
         resume = det.pipelines[stream.id].restore(checkpoint) if checkpoint is not None else None
         det.rechecker.watch(stream.id)
-        det._start_worker(stream, resume_after=resume)
+        det.start_worker(stream, resume_after=resume)
         self._control.running[stream.id] = stream
         log.info(
             "stream %s: started on node %s%s", stream.id, self.node,
@@ -124,7 +124,7 @@ class FleetNode:
             for sid in ids:
                 pipe = self.det.pipelines.get(sid)
                 if sid in self._control.running:
-                    self._control._stop_stream(sid)
+                    self._control.stop_stream(sid)
                 out[sid] = pipe.checkpoint() if pipe is not None and pipe.last_ts is not None else None
                 self._sent.pop(sid, None)
         if ids and self.det.publisher is not None and not self.det.publisher.flush(flush_s):
