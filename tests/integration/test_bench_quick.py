@@ -27,6 +27,9 @@ CASES_QUERY_KEYS = {"bench", "cases", "backend", "seed_s", "repeat", "count_limi
 INGEST_KEYS = {"bench", "broker", "cpus", "results"}
 REAL_LABELS_KEYS = {"folder", "model", "images", "vehicles", "vehicle_recall", "false_vehicles_per_image",
                     "invented_per_image", "invented_total"}  # fmt: skip
+FLEET_KEYS = {"bench", "cpu", "cores", "streams", "workers", "cpus_per_worker", "sample_interval_s", "clip_s",
+              "single", "fleet", "overhead", "overhead_cpu", "streams_per_worker", "streams_per_core",
+              "place_s", "move_s", "declared_cost", "move"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +142,25 @@ def test_real_labels_on_a_yolo_folder(fresh_copy: Path, tmp_path: Path) -> None:
     assert set(out) == REAL_LABELS_KEYS
     assert out["images"] == 3 and out["vehicles"] == vehicles > 0
     assert out["model"].startswith("citywatch-synth@")
+
+
+@pytest.mark.mqtt  # the bench starts its own mosquitto (else it uses 127.0.0.1:1883, else exits 2)
+def test_fleet(fresh_copy: Path, tmp_path: Path) -> None:
+    """4 streams through the single detector and a local Ray cluster of 2 worker nodes. A copy of the fresh
+    copy gets the scenario clips this session rendered (the autouse ``scenario_clips``): rendering them again
+    would take the bench from 30 s to about 2 minutes; ``bench/capacity.py`` renders them through the same
+    ``bench/_data.scenario_clip``."""
+    pytest.importorskip("ray", reason="the fleet runs on Ray: pip install 'citywatch[ray]'")
+    root = tmp_path / "clone"
+    shutil.copytree(fresh_copy, root)
+    scenarios = Path("training") / "synth" / "scenarios"
+    for clip in ("street-demo.mp4", "street-dusk.mp4"):
+        shutil.copy2(REPO / scenarios / clip, root / scenarios / clip)
+    out = result(bench(root, "fleet"))
+    assert set(out) == FLEET_KEYS
+    assert (out["streams"], out["workers"], out["clip_s"]) == (4, 2, 30.0)
+    assert out["move_s"] is None and out["move"] is None  # --quick measures no node's death
+    for side in ("single", "fleet"):
+        assert out[side]["samples"] > 0 and out[side]["samples_per_s"] > 0, out[side]
+    assert sorted(out["fleet"]["streams_per_node"].values()) == [2, 2], out["fleet"]
+    assert out["streams_per_worker"] > 0 and out["place_s"] > 0 and out["declared_cost"]["ratio"] > 0
