@@ -30,6 +30,7 @@ this detector has not loaded (a model section no running stream uses): it is lef
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -130,6 +131,7 @@ def plan_running(
 ) -> StreamModels:
     """The plan of ``stream`` on the models already loaded (``cfg``: the start-up config's model
     sections); LiveConfigError when it needs one that is not."""
+    ref_of = functools.cache(ref_of)  # each name read from the manifest once per call, not once per section
     try:
         loaded: dict[ModelKey, str] = {}
         for mid, sections in models.sections.items():

@@ -18,22 +18,27 @@ Ray is imported here only: ``citywatch run`` without ``--ray`` never needs it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from detector.config import LoadedConfig, StreamConfig
 from detector.contracts.errors import DetectorError
 from detector.fleet.node import NODE_PREFIX, FleetNode, worker_name
 from detector.fleet.plan import PlanError, node_capacity, spread, stream_cost
-from detector.inference.rule_models import enabled_rules, rule_model_configs
+from detector.inference.model import ModelResolveError
+from detector.inference.rule_models import enabled_rules, manifest_ref, model_key, rule_model_configs
 
 log = logging.getLogger("citywatch.fleet")
 
 NAMESPACE = "citywatch"
+RefOf = Callable[[str | None], str]
 JOIN_TIMEOUT_S = (
     180.0  # a node's detector must answer within this (loading its models) or the node is not used
 )
@@ -44,11 +49,15 @@ class FleetError(DetectorError):
     """The fleet cannot start or go on (no Ray, no cluster at the address, no node with a CPU)."""
 
 
-def models_of(cfg: Any, stream: StreamConfig) -> int:
-    """How many distinct model sections serve ``stream``'s enabled rules (each costs an inference)."""
+def models_of(cfg: Any, stream: StreamConfig, base_dir: Path | None, ref_of: RefOf = manifest_ref) -> int:
+    """How many distinct models serve ``stream``'s enabled rules (each costs an inference per sample): the
+    same model under two spellings (``name: null`` and the default's name) counts once, as it loads once."""
     rule_cfgs = rule_model_configs(cfg, stream)
-    on = enabled_rules(stream)
-    return len({repr(rule_cfgs[r]) for r in on}) if on else 1
+    wanted = [rule_cfgs[r] for r in enabled_rules(stream)] or [cfg.model]
+    try:
+        return len({model_key(mc, base_dir, ref_of) for mc in wanted})
+    except ModelResolveError:  # the node says what is wrong when it loads them
+        return len(wanted)
 
 
 @dataclass
@@ -87,7 +96,10 @@ class FleetDriver:
         self.log_setup = (log_level, log_format)
         cfg = loaded.config
         self.streams = {s.id: s for s in cfg.enabled_streams}
-        self.costs = {sid: stream_cost(s, models_of(cfg, s)) for sid, s in self.streams.items()}
+        ref_of = functools.cache(manifest_ref)
+        self.costs = {
+            sid: stream_cost(s, models_of(cfg, s, loaded.base_dir, ref_of)) for sid, s in self.streams.items()
+        }
         self.nodes: dict[str, NodeSlot] = {}
         self.checkpoints: dict[str, bytes] = {}
         self.finished: set[str] = set()
@@ -96,6 +108,7 @@ class FleetDriver:
         self.on_change: Callable[[dict[str, str]], None] | None = None
         self._ray: Any = None
         self._generation = 0
+        self._token = uuid.uuid4().hex[:8]  # actor names of two drivers on one cluster never meet
         self._placed: set[str] = set()  # streams placed at least once
         self._gone: set[str] = set()  # nodes declared dead: never used again (a node back gets a new id)
         self._forget: list[str] = []  # worker names of dead nodes whose retained status is to be cleared
@@ -183,7 +196,7 @@ class FleetDriver:
         self._generation += 1
         remote = self._ray.remote(FleetNodeActor)
         actor = remote.options(
-            name=f"citywatch-node-{nid}-{self._generation}",
+            name=f"citywatch-node-{nid}-{self._token}-{self._generation}",
             scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False),
             num_cpus=0,
             max_concurrency=8,

@@ -6,7 +6,8 @@ A stream's **cost** is an estimate, in CPU cores, of what it keeps busy: decodin
 (megapixels decoded per second) and one inference per sample and model. What it decodes is the
 declared ``resolution`` of the stream it decodes (``detect_url``'s substream when set), by default
 1920x1080 for a main stream and 640x360 for a substream. A stream sampled every few seconds decodes
-key frames only (the detector's ``keyframes`` decode mode), a fast one every frame. A node's
+key frames only (the detector's ``keyframes`` decode mode), a fast one every frame. Each sample adds
+the tracker, rules and evidence (``SAMPLE_CORE_S``). A node's
 **capacity** is its CPU count, plus ``GPU_CORES`` per GPU (inference there costs a core little).
 
 :func:`spread` keeps every stream where it runs while its node lives, gives the streams of a node
@@ -22,10 +23,13 @@ from dataclasses import dataclass
 
 from detector.config import StreamConfig
 
-#: core-seconds to decode one megapixel of H.264 (libavcodec, one thread; bench/fleet.py measures it)
-DECODE_CORE_S_PER_MP = 0.0025
+#: core-seconds to decode one megapixel of H.264 and convert it (a 1080p key frame: ~16 ms decoding + 5 ms
+#: converting on one core, README "Streams"); bench/fleet.py compares the whole cost with what nodes use
+DECODE_CORE_S_PER_MP = 0.010
 #: core-seconds of one inference of one model (YOLOv8n-class at 640 px, OpenVINO / ONNX Runtime on CPU)
 INFER_CORE_S = 0.025
+#: core-seconds of the rest of a sample: tracker, rules, evidence and events
+SAMPLE_CORE_S = 0.005
 #: frames per second a camera sends when nothing says otherwise
 CAMERA_FPS = 25.0
 #: at or above this sample interval the detector decodes key frames only (a GOP is 1-2 s on cameras)
@@ -55,7 +59,7 @@ def stream_cost(stream: StreamConfig, models: int = 1) -> float:
     rate = 1.0 / stream.sample_interval_s
     decoded_fps = rate if stream.sample_interval_s >= KEYFRAMES_FROM_S else max(rate, CAMERA_FPS)
     decode = decoded_fps * (w * h / 1e6) * DECODE_CORE_S_PER_MP
-    return decode + rate * INFER_CORE_S * max(1, models)
+    return decode + rate * (SAMPLE_CORE_S + INFER_CORE_S * max(1, models))
 
 
 def node_capacity(resources: Mapping[str, float]) -> float:

@@ -17,6 +17,7 @@ from detector.fleet.plan import (
     DECODE_CORE_S_PER_MP,
     GPU_CORES,
     INFER_CORE_S,
+    SAMPLE_CORE_S,
     PlanError,
     Spread,
     decoded_size,
@@ -111,7 +112,7 @@ def test_stream_cost_is_decoding_plus_one_inference_per_sample_and_model(
 ) -> None:
     s = stream(**fields)
     expected = decoded_fps * megapixels * DECODE_CORE_S_PER_MP
-    expected += INFER_CORE_S * max(1, models) / s.sample_interval_s
+    expected += (SAMPLE_CORE_S + INFER_CORE_S * max(1, models)) / s.sample_interval_s
     assert stream_cost(s, models) == pytest.approx(expected, rel=1e-9)
 
 
