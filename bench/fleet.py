@@ -253,7 +253,7 @@ def declared_core_s(cfg: Any, per_stream: dict[str, int], models: dict[str, int]
     total = 0.0
     for sid, n in per_stream.items():
         s = streams[sid]
-        m = models[sid] if models is not None else models_of(cfg, s)
+        m = models[sid] if models is not None else models_of(cfg, s, None)
         total += n * stream_cost(s, m) * s.sample_interval_s
     return total
 
@@ -620,7 +620,7 @@ def _declared_costs(cfg: Any, running: dict[str, int]) -> dict[str, dict[str, An
 
     out: dict[str, dict[str, Any]] = {}
     for s in cfg.enabled_streams:
-        declared = models_of(cfg, s)
+        declared = models_of(cfg, s, None)
         out.setdefault(
             s.id.rsplit("-", 1)[0],
             {

@@ -202,7 +202,8 @@ class FleetNode:
             orphan.close()
         for leftover in path.parent.glob(f"{path.name}*"):
             leftover.unlink(missing_ok=True)
-        log.warning("fleet node %s: %d events of the orphaned outbox %s sent here", self.node, moved, path)
+        if moved:
+            log.warning("fleet node %s: %d events of the orphaned outbox %s sent", self.node, moved, path)
         return moved
 
     def shutdown(self, within_s: float | None = None) -> None:
