@@ -75,6 +75,9 @@ class NodeSlot:
 
 
 class FleetDriver:
+    """Places the streams on the nodes and keeps them placed (see the module docstring); ``on_change`` is
+    called with the new assignment after every placement that moved a stream (the bench times moves by it)."""
+
     def __init__(
         self,
         loaded: LoadedConfig,

@@ -25,6 +25,8 @@ import yaml
 
 from detector.commands.status import collect
 from detector.config import load_config
+from detector.fleet.driver import models_of
+from detector.fleet.plan import stream_cost
 from tests.e2e.helpers import REPO, make_test_config
 from tests.e2e.test_end_to_end import cases, settled
 
@@ -68,6 +70,20 @@ def fleet_config(tmp_path: Path, broker: tuple[str, int], prefix: str) -> Path:
     return path
 
 
+def declared_costs(config: Path) -> dict[str, float]:
+    loaded = load_config(config, strict=False)
+    cfg = loaded.config
+    return {s.id: stream_cost(s, models_of(cfg, s, loaded.base_dir)) for s in cfg.enabled_streams}
+
+
+def balanced(assignment: dict[str, str], costs: dict[str, float]) -> bool:
+    """Two nodes of equal capacity whose loads differ by no more than the dearest stream."""
+    loads: dict[str, float] = {}
+    for sid, node in assignment.items():
+        loads[node] = loads.get(node, 0.0) + costs[sid]
+    return len(loads) == 2 and max(loads.values()) - min(loads.values()) <= max(costs.values()) + 1e-9
+
+
 def states(config: Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = collect(load_config(config, strict=False).config.mqtt, wait_s=3.0)[
         "streams"
@@ -91,6 +107,7 @@ def test_twelve_streams_survive_a_worker_node_dying(
     default_model_ready: None,
 ) -> None:  # fmt: skip
     config = fleet_config(tmp_path, mqtt_broker, topic_prefix)
+    costs = declared_costs(config)
     log = tmp_path / "fleet.log"
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
     cmd = [sys.executable, "-m", "detector.commands.cli", "run", "--config", str(config)]
@@ -109,7 +126,7 @@ def test_twelve_streams_survive_a_worker_node_dying(
 
         placed = wait_for("12 streams live over both worker nodes", spread_over_both, 90, proc, log)
         by_node = Counter(placed.values())
-        assert sorted(by_node.values()) == [6, 6], by_node  # equal streams, equal nodes: 6 and 6
+        assert balanced(placed, costs), (placed, costs)  # equal nodes: equal loads, within one stream
         assert {f"node-{w[:8]}" for w in workers} == set(by_node)
         # `citywatch status` says which node runs which stream
         out = subprocess.run(
@@ -141,13 +158,14 @@ def test_twelve_streams_survive_a_worker_node_dying(
 
         def respread() -> dict[str, str] | None:
             st = states(config)
-            nodes = {
-                sid: str(s.get("node")) for sid, s in st.items() if s.get("state") in ("live", "finished")
-            }
-            return nodes if len(nodes) == STREAMS and len(set(nodes.values()) - {gone}) == 2 else None
+            up = ("live", "finished")
+            nodes = {sid: str(s.get("node")) for sid, s in st.items() if s.get("state") in up}
+            if len(nodes) == STREAMS and len(set(nodes.values()) - {gone}) == 2 and balanced(nodes, costs):
+                return nodes
+            return None
 
-        after = wait_for("a share of the streams on the joining node", respread, 60, proc, log)
-        assert sorted(Counter(after.values()).values()) == [6, 6], after
+        # the moves end balanced (by declared cost: street-demo runs two models, street-dusk one)
+        wait_for("a fair share of the streams on the joining node", respread, 60, proc, log)
         assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
     finally:
         if proc.poll() is None:
