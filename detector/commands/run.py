@@ -357,12 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         det.stop_event.set()
     try:
         while not det.stop_event.wait(0.5):
-            if (
-                a.exit_when_done
-                and det.all_finished()
-                and det.service is not None
-                and not det.service.pending()
-            ):
+            if a.exit_when_done and det.all_finished() and det.service is not None and det.service.idle():
                 time.sleep(0.5)
                 break
     finally:

@@ -159,7 +159,7 @@ class FleetNode:
     def finished(self) -> list[str]:
         """Streams whose source ended (a file read to its end) and whose frames are all judged."""
         service = self.det.service
-        if service is not None and service.pending():
+        if service is not None and not service.idle():
             return []
         return [w.stream.id for w in self.det.workers if not w.is_alive() and w.state.state == "finished"]
 

@@ -124,6 +124,7 @@ class InferenceService(threading.Thread):
         self._seq = itertools.count()
         self._swaps: list[_Swap] = []
         self._cv = threading.Condition()
+        self._in_flight = 0  # frames of the batch being inferred and handed out (pending() counts them)
         self.counters: dict[str, StreamCounters] = {}
         self.model_counters = {m: ModelCounters() for m in backends}
         self.batches = 0
@@ -224,6 +225,12 @@ class InferenceService(threading.Thread):
         with self._cv:
             return sum(len(q) for per in self._queues.values() for q in per.values())
 
+    def idle(self) -> bool:
+        """Nothing queued and no batch being inferred or handed out: every submitted frame was judged
+        (``pending()`` alone misses the batch in hand)."""
+        with self._cv:
+            return self._in_flight == 0 and not any(q for per in self._queues.values() for q in per.values())
+
     def stream_stats(self, stream_id: str) -> dict[str, Any]:
         """What a stream's published state shows about its inference."""
         with self._cv:
@@ -310,6 +317,7 @@ class InferenceService(threading.Thread):
                     break
                 self._cv.wait(left)
             if batch:
+                self._in_flight = len(batch)
                 self._cv.notify_all()  # room in the queues: wake files waiting to submit
         return model, batch
 
@@ -318,7 +326,11 @@ class InferenceService(threading.Thread):
             self._apply_swaps()
             model, batch = self._take()
             if batch:
-                self._run_batch(model, batch)
+                try:
+                    self._run_batch(model, batch)
+                finally:
+                    with self._cv:
+                        self._in_flight = 0
         with self._cv:
             left, self._swaps = self._swaps, []
         for sw in left:  # stopped before it could be swapped in: nobody will use it

@@ -96,7 +96,7 @@ def test_metrics_and_health_of_a_running_detector_and_the_api(
         samples: list[float] = []
         ready_seen = False
         deadline = time.monotonic() + 300
-        while not (det.all_finished() and det.service is not None and not det.service.pending()):
+        while not (det.all_finished() and det.service is not None and det.service.idle()):
             assert time.monotonic() < deadline, f"the clip did not finish; samples so far {samples}"
             samples.append(pick(scrape(url), "citywatch_stream_samples_total", stream=STREAM))
             if not ready_seen:

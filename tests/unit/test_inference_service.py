@@ -99,12 +99,14 @@ def test_live_stream_drops_its_oldest_frame_and_counts_it(stop: threading.Event)
     svc.start()
     svc.submit(frame("live", 0))
     wait_for(lambda: svc.pending() == 0)  # frame 0 is inside the (held) backend
+    assert not svc.idle(), "a frame being inferred is not judged yet"
     for i in range(1, 6):
         svc.submit(frame("live", i))
     assert svc.dropped["live"] == 3 and svc.pending() == 2
     backend.gate.set()
     wait_for(lambda: len(got["live"]) == 3)
     assert got["live"] == [0, 4, 5]  # the newest frames survive; nothing is made up for 1..3
+    wait_for(svc.idle)  # handed out: nothing queued, nothing in hand
     assert svc.stream_stats("live")["inference_dropped"] == 3
 
 
