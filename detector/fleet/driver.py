@@ -259,6 +259,7 @@ class FleetDriver:
         for dst, ids in arriving.items():
             batch = [(self.streams[sid], self.checkpoints.get(sid)) for sid in ids]
             calls[dst] = (ids, self.nodes[dst].actor.start_streams.remote(batch))
+        running: set[str] = set()
         for dst, (ids, ref) in calls.items():
             try:
                 started = set(ray.get(ref, timeout=STOP_TIMEOUT_S))
@@ -266,12 +267,14 @@ class FleetDriver:
                 log.error("node %s: starting streams failed: %s", dst[:8], err)
                 continue
             self.nodes[dst].streams |= started
+            running |= started
             if set(ids) - started:  # placed again at the next look
                 log.error("node %s could not start %s", dst[:8], sorted(set(ids) - started))
-        self.moves += len(set(plan.moves) & self._placed)
-        self._placed |= set(plan.moves)
+        self.moves += len(running & self._placed)  # one that failed to start moves when it starts
+        self._placed |= running
         for sid, (src, dst) in sorted(plan.moves.items()):
-            log.info("stream %s: %s → node %s", sid, f"node {src[:8]}" if src else "placed", dst[:8])
+            if sid in running:
+                log.info("stream %s: %s → node %s", sid, f"node {src[:8]}" if src else "placed", dst[:8])
         if plan.moves and self.on_change is not None:
             self.on_change(self.assignment())
 
@@ -282,10 +285,11 @@ class FleetDriver:
         ready = self._ready()
         refs = {n: (s.actor.checkpoints.remote(), s.actor.finished.remote()) for n, s in ready.items()}
         dead: list[tuple[str, str]] = []
+        deadline = time.monotonic() + self.call_timeout_s  # asked at once: hung nodes' waits do not add up
         for nid, (ckpt_ref, fin_ref) in refs.items():
             slot = self.nodes[nid]
             try:
-                ckpts, fin = ray.get([ckpt_ref, fin_ref], timeout=self.call_timeout_s)
+                ckpts, fin = ray.get([ckpt_ref, fin_ref], timeout=max(0.0, deadline - time.monotonic()))
             except ray.exceptions.GetTimeoutError:
                 slot.misses += 1
                 if slot.misses >= self.dead_after:
@@ -303,14 +307,14 @@ class FleetDriver:
         unplaced = set(self.costs) - set(self.assignment()) - self.finished
         if dead or left or (unplaced and not joined):
             self._place(rebalance=False)
-        if dead or left:
-            self._adopt(self._forget)
-            self._forget = []
         if joined:
             self._place(rebalance=True)
+        if dead or left or joined:  # a node joining may be a dead node's machine back, its outbox on its disk
+            self._forget = self._adopt(self._forget)
 
-    def _adopt(self, forget: list[str]) -> None:
-        """Outboxes of dead nodes delivered by living ones; their retained status cleared."""
+    def _adopt(self, forget: list[str]) -> list[str]:
+        """Outboxes of dead nodes delivered by living ones; their retained status cleared. Returns the
+        worker names left to forget (no node lives to clear them: the next one that joins does)."""
         living = [s.name for s in self._ready().values()]
         for slot in self._ready().values():
             if forget:
@@ -323,6 +327,7 @@ class FleetDriver:
                 continue
             if n:
                 log.warning("node %s delivers %d events a dead node left in its outbox", slot.node_id[:8], n)
+        return forget
 
     def all_finished(self) -> bool:
         return bool(self.streams) and self.finished >= set(self.streams)
@@ -339,7 +344,7 @@ class FleetDriver:
     def states(self) -> dict[str, dict[str, Any]]:
         """Every stream's state, from the node that runs it."""
         out: dict[str, dict[str, Any]] = {}
-        for slot in list(self.nodes.values()):
+        for slot in list(self._ready().values()):  # a node still loading its models runs no stream
             try:
                 out.update(self._ray.get(slot.actor.states.remote(), timeout=self.call_timeout_s))
             except Exception as err:
@@ -351,9 +356,10 @@ class FleetDriver:
         refs = []
         for slot in self.nodes.values():
             refs.append(slot.actor.shutdown.remote(within_s))
+        deadline = time.monotonic() + (within_s or 30.0) + 5.0  # they stop together: one wait for all
         for ref in refs:
             try:
-                self._ray.get(ref, timeout=(within_s or 30.0) + 5.0)
+                self._ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
             except Exception as err:
                 log.warning("a fleet node did not stop cleanly: %s", err)
         for slot in list(self.nodes.values()):
