@@ -206,7 +206,8 @@ class FleetDriver:
             max_restarts=0,
         ).remote(self.loaded, f"{NODE_PREFIX}{short}", self.threads, self.log_setup)
         log.info("node %s: starting its detector", short)
-        return NodeSlot(nid, cap, actor, "", ready=actor.ping.remote(), started=time.monotonic())
+        name = worker_name(self.loaded.config.worker_id, f"{NODE_PREFIX}{short}")  # what its ping answers
+        return NodeSlot(nid, cap, actor, name, ready=actor.ping.remote(), started=time.monotonic())
 
     def _drop(self, nid: str, why: str) -> None:
         slot = self.nodes.pop(nid, None)
@@ -239,22 +240,21 @@ class FleetDriver:
         for sid, (src, _dst) in plan.moves.items():
             if src is not None and src in self.nodes:
                 leaving.setdefault(src, []).append(sid)
+        stuck: set[str] = set()
         for src, ids in leaving.items():  # stopped where they run, judged to their last frame, flushed
             slot = self.nodes[src]
             try:
                 got = ray.get(slot.actor.stop_streams.remote(ids), timeout=STOP_TIMEOUT_S)
-                self.checkpoints.update({k: v for k, v in got.items() if v is not None})
-            except Exception as err:
-                log.error(
-                    "node %s: stopping %s failed (%s): they go on from their last checkpoint",
-                    src[:8],
-                    ids,
-                    err,
-                )
+            except Exception as err:  # they may still run there: never twice (a dead node is noticed apart)
+                log.error("node %s: stopping %s failed (%s): they stay there", src[:8], ids, err)
+                stuck |= set(ids)
+                continue
+            self.checkpoints.update({k: v for k, v in got.items() if v is not None})
             slot.streams -= set(ids)
         arriving: dict[str, list[str]] = {}
         for sid, (_src, dst) in plan.moves.items():
-            arriving.setdefault(dst, []).append(sid)
+            if sid not in stuck:
+                arriving.setdefault(dst, []).append(sid)
         calls = {}
         for dst, ids in arriving.items():
             batch = [(self.streams[sid], self.checkpoints.get(sid)) for sid in ids]
@@ -315,7 +315,7 @@ class FleetDriver:
     def _adopt(self, forget: list[str]) -> list[str]:
         """Outboxes of dead nodes delivered by living ones; their retained status cleared. Returns the
         worker names left to forget (no node lives to clear them: the next one that joins does)."""
-        living = [s.name for s in self._ready().values()]
+        living = [s.name for s in self.nodes.values()]  # a starting node's outbox is its own already
         for slot in self._ready().values():
             if forget:
                 slot.actor.forget.remote(forget)
