@@ -26,12 +26,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -43,25 +42,16 @@ from api.core.evidence import jpeg_size
 from api.core.migrate import head_revision
 from api.ingest.sample import sample_jpeg
 from detector.contracts.recheck import answer_topic, build_result
+from tests.api_support import fresh_database
 from tests.e2e.helpers import REPO, load_truth, make_test_config, scenario_truths, stream_for_video
+from tests.e2e.test_end_to_end import run_detector
+from tests.integration.conftest import wait_until
 from tests.live_api import free_port
 from tests.mosquitto import account
 
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.postgres]
 
 COPIES = 2  # each clip under this many stream ids: 5 cases and ~16 events per copy
-PG_ADMIN_URL = os.environ.get("CITYWATCH_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass
@@ -106,7 +96,7 @@ class Worker:
             except (httpx.HTTPError, ValueError):
                 return False
 
-        wait_for(ready, timeout, f"worker {self.name} to be ready")
+        wait_until(ready, timeout, f"worker {self.name} to be ready")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -137,18 +127,10 @@ class Worker:
 
 
 @pytest.fixture
-def empty_db(pg_url: str) -> Iterator[str]:
+def empty_db(pg_url: str, tmp_path: Path) -> Iterator[str]:
     """A database of its own, created empty (``pg_url``'s is shared and already migrated)."""
-    import psycopg
-    from psycopg import sql
-
-    name = f"citywatch_workers_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield urlunsplit(("postgresql+psycopg", urlsplit(PG_ADMIN_URL).netloc, f"/{name}", "", ""))
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database("postgresql", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -198,7 +180,7 @@ def clear_session(broker: tuple[str, int], client_id: str) -> None:
     client.connect(*broker)
     client.loop_start()
     try:
-        wait_for(client.is_connected, 10, f"a connection as {client_id}")
+        wait_until(client.is_connected, 10, f"a connection as {client_id}")
     finally:
         client.disconnect()
         client.loop_stop()
@@ -295,21 +277,6 @@ def detector_config(tmp_path: Path, broker: tuple[str, int], prefix: str) -> tup
     return cfg, expected
 
 
-def run_detector(config: Path, log: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "detector.commands.cli",
-        "run",
-        "--config",
-        str(config),
-        "--exit-when-done",
-    ]
-    with log.open("w") as fh:
-        rc = subprocess.call(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, timeout=300)
-    assert rc == 0, log.read_text()[-3000:]
-
-
 def settled(pair: tuple[Worker, Worker], want: int) -> list[dict[str, Any]]:
     """The cases once both workers agree on them, hold no message and nothing changed for 2 s."""
     last: list[Any] = []
@@ -326,7 +293,7 @@ def settled(pair: tuple[Worker, Worker], want: int) -> list[dict[str, Any]]:
         done = views[0] == views[1] and len(views[0]) >= want and time.monotonic() - since > 2.0
         return views[0] if done else None
 
-    result: list[dict[str, Any]] = wait_for(quiet, 60, f"{want} cases on both workers")
+    result: list[dict[str, Any]] = wait_until(quiet, 60, f"{want} cases on both workers")
     return result
 
 
@@ -356,7 +323,7 @@ def test_two_workers_share_a_run_and_each_others_rechecks(
     config, expected = detector_config(tmp_path, mqtt_broker, topic_prefix)
     for w in workers:
         w.stop()
-    run_detector(config, tmp_path / "detector.log")
+    run_detector(config, tmp_path, "detector")
     for w in workers:
         w.start()
     for w in workers:
@@ -407,12 +374,12 @@ def recheck_across(
     def statuses() -> list[str]:
         return [r["status"] for r in answering.get(f"/cases/{cid}/rechecks").json()]
 
-    sent = wait_for(lambda: commands.for_case(cid), 20, f"the re-check command of case {cid}")
-    wait_for(lambda: statuses() == ["sent"], 20, "the command marked sent")
+    sent = wait_until(lambda: commands.for_case(cid), 20, f"the re-check command of case {cid}")
+    wait_until(lambda: statuses() == ["sent"], 20, "the command marked sent")
     asked.stop()
     clear_session(broker, f"{asked.client_id}-recheck")
     after = commands.answer_absent(sent[0])
-    wait_for(
+    wait_until(
         lambda: answering.get(f"/cases/{cid}").json()["status"] == "closed",
         20,
         f"case {cid} closed by worker {answering.name}",
