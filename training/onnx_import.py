@@ -6,8 +6,9 @@ quantisation renames it ``..weight_quantized`` with ``..weight_scale`` and ``..w
 This module rebuilds the YOLOv8 layout from the bundled ``yolov8{scale}.yaml``, dequantises each weight
 (``(q - zero_point) * scale``) and writes it into the un-fused model so that it computes the same function:
 the convolution takes the fused weight and each BatchNorm becomes ``y = x + bias`` (weight 1, mean 0,
-variance ``1 - eps``). The result is a normal trainable checkpoint: fine-tuning starts from the exported
-model's weights, and the fp32 exports (ONNX, OpenVINO) can be made from it with ``citywatch export``.
+variance ``1 - eps``). The fp32 exports (ONNX, OpenVINO) can be made from it with ``citywatch export``.
+Fine-tuning needs statistics in those BatchNorms (a training step normalises by the batch's):
+``citywatch train --init-from`` calibrates them on the training images first (training/bn_calibrate.py).
 
 It is how the COCO YOLOv8n that ships only as an int8 ONNX (``yolov8n-coco``) gets a ``.pt``.
 """

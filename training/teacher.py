@@ -12,6 +12,12 @@ Only use footage the bureau knows to be free of the other three classes (or revi
 a real stall in a "negative" frame would teach the model to miss stalls.
 sheet per source with the teacher's boxes for a person to check.
 
+``--all-classes`` writes every class the teacher sees, in the teacher's own class ids, for a student with
+the teacher's class list: self-training a model on the bureau's own views. With ``--tiles 2`` the teacher
+also looks at 2x2 overlapping tiles of each frame (detector/inference/tiling.py), so it sees the far, small
+vehicles the student misses on the whole frame, and the student learns them (a tiled teacher distilled into
+a whole-frame student: the tile pass's recall without its cost at run time).
+
 A vehicle seen only faintly (teacher score between ``--ignore`` and ``--conf``) is not labelled, and the
 frame area it covers is greyed out, so the student is neither taught it is a vehicle nor that it is not.
 """
@@ -114,13 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--every", type=float, default=5.0, help="seconds between frames taken from a video (5)")
     p.add_argument("--max-side", type=int, default=1280, help="downscale larger frames to this side (1280)")
     p.add_argument("--prefix", default="", help="prefix for the written file names")
+    p.add_argument("--tiles", type=int, default=1, help="teacher also on n x n tiles of each frame (1: off)")
+    p.add_argument(
+        "--all-classes",
+        action="store_true",
+        help="label every class the teacher sees in its own class ids (self-training), not only vehicles",
+    )
     a = p.parse_args(list(argv) if argv is not None else None)
     try:
         n = label(a)
     except TrainingError as err:
         print(f"citywatch teacher-label: {err}", file=sys.stderr)
         return 1
-    print(f"wrote {n} frames to {a.out}/images with vehicle labels in {a.out}/labels")
+    what = "the teacher's labels (its class ids)" if a.all_classes else "vehicle labels"
+    print(f"wrote {n} frames to {a.out}/images with {what} in {a.out}/labels")
     return 0
 
 
@@ -135,9 +148,9 @@ def label(a: argparse.Namespace) -> int:
     if not files:
         raise TrainingError("no images or videos in the sources given")
     cfg = (
-        ModelConfig(path=Path(a.teacher), conf=a.ignore)
+        ModelConfig(path=Path(a.teacher), conf=a.ignore, tiles=a.tiles)
         if Path(a.teacher).exists()
-        else ModelConfig(name=a.teacher, conf=a.ignore)
+        else ModelConfig(name=a.teacher, conf=a.ignore, tiles=a.tiles)
     )
     try:
         teacher = load_model(cfg)
@@ -160,14 +173,21 @@ def label(a: argparse.Namespace) -> int:
                 img = np.asarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
                 h, w = img.shape[:2]
             dets = teacher.backend.infer([img])[0]
-            is_vehicle = np.isin(dets.class_id, vehicle_ids)
+            is_vehicle = np.ones(len(dets), bool) if a.all_classes else np.isin(dets.class_id, vehicle_ids)
             sure = is_vehicle & (dets.confidence >= a.conf)
             faint = is_vehicle & ~sure
             img = grey_out(img, dets.xyxy[faint])
             digest = hashlib.sha1(str(src).encode()).hexdigest()[:6]
             stem = f"{a.prefix}{name}_{digest}"
             cv2.imwrite(str(a.out / "images" / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-            lines = yolo_lines(dets.xyxy[sure], (w, h))
+            if a.all_classes:
+                lines = [
+                    line
+                    for box, cls in zip(dets.xyxy[sure], dets.class_id[sure], strict=True)
+                    for line in yolo_lines(box[None], (w, h), int(cls))
+                ]
+            else:
+                lines = yolo_lines(dets.xyxy[sure], (w, h))
             (a.out / "labels" / f"{stem}.txt").write_text("".join(f"{x}\n" for x in lines))
             written += 1
     return written

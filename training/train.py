@@ -31,6 +31,7 @@ from detector.contracts.manifest import (
     sha256_file,
 )
 from training import registry
+from training.bn_calibrate import calibrated_checkpoint
 from training.dataset import DatasetSpec, load_dataset
 from training.errors import TrainError
 from training.evaluate import EvalResult, evaluate
@@ -38,6 +39,8 @@ from training.export import artifact_name, export_model
 from training.runtime import device, yolo
 
 DATA_YAML_NAME = "citywatch-data.yaml"
+CALIBRATED_INIT = "init-calibrated.pt"  # --init-from weights of an import, BatchNorms calibrated
+CALIBRATION_IMAGES = 64
 
 
 @dataclass
@@ -121,6 +124,14 @@ def _fit(opts: TrainOptions, spec: DatasetSpec, run_dir: Path, stem: str) -> Non
                 f"--init-from {opts.init_from}: expected an existing .pt file (e.g. models/NAME-VER.pt)"
             )
         pretrained = str(opts.init_from.resolve())
+        calibrated = run_dir / CALIBRATED_INIT
+        train_images = sorted(spec.images("train"))[:CALIBRATION_IMAGES]
+        if calibrated_checkpoint(opts.init_from, train_images, calibrated, opts.imgsz):
+            print(
+                f"{opts.init_from} was rebuilt from an export (its BatchNorms have no statistics): "
+                f"calibrated them on {len(train_images)} training images into {calibrated}"
+            )
+            pretrained = str(calibrated)
     extra: dict[str, Any] = {} if opts.lr0 is None else {"lr0": opts.lr0}
     if opts.time_h is not None:
         if opts.time_h <= 0:
