@@ -61,10 +61,20 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def measure(
-    folder: Path, ref: str | None, iou: float, min_score: float, vehicle_conf: float, limit: int | None = None
+    folder: Path,
+    ref: str | None,
+    iou: float,
+    min_score: float,
+    vehicle_conf: float,
+    limit: int | None = None,
+    zoom_imgsz: int | None = None,
 ) -> dict[str, Any]:
-
-    model = load_model(ModelConfig(name=ref, conf=min(min_score, vehicle_conf)))
+    conf = min(min_score, vehicle_conf)
+    if ref is not None and Path(ref).exists():  # a weights file (.onnx, .pt, *_openvino_model)
+        cfg = ModelConfig(path=Path(ref), conf=conf, zoom_imgsz=zoom_imgsz)
+    else:
+        cfg = ModelConfig(name=ref, conf=conf, zoom_imgsz=zoom_imgsz)
+    model = load_model(cfg)
     labels = model.info.rule_labels
     names = model.info.class_names
     files = sorted((folder / "images").glob("*.jpg"))[:limit]
@@ -106,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         "datasets/real-aerial-test,"
         " with --quick bench/data/real-aerial-quick when that is absent",
     )
-    p.add_argument("--model", action="append", help="manifest name[@version]; repeatable (default: default)")
+    p.add_argument(
+        "--model",
+        action="append",
+        help="manifest name[@version] or weights file; repeatable (default: the default)",
+    )
+    p.add_argument("--zoom-imgsz", type=int, default=None, help="also a whole-frame pass at this size")
     p.add_argument("--iou", type=float, default=0.3, help="IoU that counts a vehicle as found (0.3)")
     p.add_argument("--min-score", type=float, default=0.35, help="rule threshold for invented objects")
     p.add_argument("--vehicle-conf", type=float, default=0.25, help="vehicle detection threshold (0.25)")
@@ -119,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         _data.needs("bench/real_labels.py", f"{a.folder} holds no images/*.jpg; it needs {FETCH}")
     limit = 8 if a.quick else None
     for ref in a.model or [None]:
-        result = measure(a.folder, ref, a.iou, a.min_score, a.vehicle_conf, limit)
+        result = measure(a.folder, ref, a.iou, a.min_score, a.vehicle_conf, limit, a.zoom_imgsz)
         print(json.dumps({"folder": str(a.folder), **result}))
     return 0
 

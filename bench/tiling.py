@@ -1,9 +1,10 @@
-"""What the tile pass (``tiles:`` in a model section, detector/inference/tiling.py) costs and what it finds.
+"""What the tile pass (``tiles:``) and the zoomed pass (``zoom_imgsz:``) of a model section cost and find.
 
-    python bench/tiling.py [--model yolov8n-coco] [--grids 1,2,3] [--frames 24] [--batch 8]
-    python bench/tiling.py --quick   # 8 frames per grid
+    python bench/tiling.py [--model yolov8n-coco] [--grids 1,2,3] [--zooms 960] [--frames 24] [--batch 8]
+    python bench/tiling.py --quick   # 8 frames per row
 
-Per grid (1 = the whole frame only, the baseline), in one process with the same loaded model:
+Per grid (1 = the whole frame only, the baseline) and per zoom_imgsz (rows with ``zoom_imgsz``: the whole
+frame at the model's size plus once more at that size; detector/inference/tiling.py), in one process:
 ``ms_per_frame`` for a 1920x1080 camera frame (the bundled street scene scaled up) in batches of
 ``--batch``, its ratio to the baseline, and the vehicles found at >= 0.5 on the real stills of
 ``tests/realworld/images`` (``vehicles_ge_0_5``). Prints one JSON object; the CPU model is in ``cpu``.
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="yolov8n-coco")
     p.add_argument("--grids", default="1,2,3")
+    p.add_argument("--zooms", default="960", help="zoom_imgsz values to measure (whole frame + a pass at N)")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--quick", action="store_true", help="a short run: --frames 8")
@@ -81,6 +83,13 @@ def main(argv: list[str] | None = None) -> None:
         found = vehicles(loaded.backend, stills)
         loaded.backend.close()
         rows.append({"grid": grid, "ms_per_frame": round(ms, 1), "vehicles_ge_0_5": found})
+    for zoom in [int(z) for z in args.zooms.split(",") if z.strip()]:
+        _common.log(f"zoom_imgsz {zoom}: timing {args.frames} 1080p frames")
+        loaded = load_model(ModelConfig(name=args.model, zoom_imgsz=zoom, conf=0.25, batch=args.batch))
+        ms = timing(loaded.backend, frame, args.frames, args.batch)
+        found = vehicles(loaded.backend, stills)
+        loaded.backend.close()
+        rows.append({"grid": 1, "zoom_imgsz": zoom, "ms_per_frame": round(ms, 1), "vehicles_ge_0_5": found})
     base = rows[0]["ms_per_frame"] if rows and rows[0]["grid"] == 1 else None
     for row in rows:
         row["ratio"] = round(row["ms_per_frame"] / base, 2) if base else None

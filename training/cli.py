@@ -63,6 +63,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOURS",
         help="train for this many hours instead of --epochs (the schedule is fitted to the time)",
     )
+    t.add_argument(
+        "--freeze",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fine-tune: keep the first N layers fixed (10: the YOLOv8 backbone), so a small dataset "
+        "adapts the neck and head without unlearning what the backbone knows",
+    )
+    t.add_argument(
+        "--keep",
+        choices=("best", "last"),
+        default="best",
+        help="weights to register: the epoch best on the val split (default), or the last epoch (when the "
+        "val split is too small or too unlike the target to choose an epoch, e.g. teacher-labelled frames)",
+    )
 
     e = sub.add_parser("eval", help="mAP50 overall and AP50 per class on a dataset split")
     e.add_argument("model", help="manifest name[@version], or a .pt / .onnx file / *_openvino_model folder")
@@ -182,6 +197,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         init_from=a.init_from,
         lr0=a.lr0,
         time_h=a.time,
+        keep=a.keep,
+        freeze=a.freeze,
     )
     run_training(opts)
     return 0

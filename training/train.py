@@ -60,6 +60,8 @@ class TrainOptions:
     seed: int = 0
     init_from: Path | None = None
     lr0: float | None = None
+    keep: str = "best"  # "best": best.pt (best on the val split); "last": the last epoch
+    freeze: int | None = None  # layers kept fixed while fine-tuning
     time_h: float | None = None  # a wall-clock budget: ultralytics fits the epoch count to it
 
 
@@ -137,6 +139,8 @@ def _fit(opts: TrainOptions, spec: DatasetSpec, run_dir: Path, stem: str) -> Non
         if opts.time_h <= 0:
             raise TrainError(f"--time {opts.time_h}: expected a positive number of hours")
         extra["time"] = opts.time_h
+    if opts.freeze is not None:
+        extra["freeze"] = opts.freeze
     try:
         model = yolo(_resolve_arch(opts.arch))
     except FileNotFoundError as err:
@@ -211,7 +215,8 @@ def run_training(opts: TrainOptions) -> ModelEntry:
     _fit(opts, spec, run_dir, stem)
 
     weights = run_dir / "weights"
-    best = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+    use_best = opts.keep == "best" and (weights / "best.pt").is_file()
+    best = weights / "best.pt" if use_best else weights / "last.pt"
     if not best.is_file():
         raise TrainError(f"training left no weights in {weights}")
     stage = run_dir / "release"

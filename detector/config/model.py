@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from detector.config.errors import ConfigProblem
 from detector.config.validators import check_rule_names
@@ -57,6 +57,15 @@ class ModelConfig(BaseModel):
         "runs per frame; frames under 1.25 times the model input are not sliced). See "
         "detector/inference/tiling.py.",
     )
+    zoom_imgsz: int | None = Field(
+        default=None,
+        ge=64,
+        le=4096,
+        description="Also run the model on the whole frame at this larger input size (e.g. 960 for a 640 "
+        "model), merged with the native pass like tiles: far, small objects get the larger pass's detail "
+        "while near, large ones keep the native pass (a model trained at 640 can lose a lorry at 960). "
+        "About (zoom_imgsz / imgsz)^2 more runs per frame. None: off. See detector/inference/tiling.py.",
+    )
 
     @field_validator("tune", mode="before")
     @classmethod
@@ -66,13 +75,12 @@ class ModelConfig(BaseModel):
             return "auto" if value else "off"
         return value
 
-    @field_validator("imgsz")
+    @field_validator("imgsz", "zoom_imgsz")
     @classmethod
-    def _check_imgsz(cls, value: int | None) -> int | None:
+    def _check_imgsz(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and value % 32:
-            raise ConfigProblem.at(
-                (), f"imgsz {value} is not a multiple of 32", f"use {max(32, round(value / 32) * 32)}"
-            )
+            fix = f"use {max(32, round(value / 32) * 32)}"
+            raise ConfigProblem.at((), f"{info.field_name} {value} is not a multiple of 32", fix)
         return value
 
     @model_validator(mode="after")

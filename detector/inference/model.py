@@ -10,8 +10,9 @@ loaded (:mod:`detector.contracts.artifacts`); a mismatch refuses the load.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from detector.config.model import ModelConfig
@@ -19,7 +20,7 @@ from detector.contracts.artifacts import path_digest, verified_path
 from detector.contracts.errors import DetectorError
 from detector.contracts.manifest import ManifestError, ModelEntry, load_manifest
 from detector.inference import InferenceBackend, load_backend
-from detector.inference.tiling import TiledBackend
+from detector.inference.tiling import TiledBackend, ZoomBackend
 from detector.pipeline import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,8 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
         backend.class_groups = label_groups(names, labels)
         why = "model.backend in the config" if cfg.backend else f"the file type of model.path ({path.name})"
         log.info("model %s (%s) from %s: %s", path.stem, kind, path, why)
-        return LoadedModel(_tiled(backend, cfg), info, path, kind, "fp32", why)
+        zoom = partial(load_backend, kind, path, None, conf=cfg.conf, iou=cfg.iou, threads=threads)
+        return LoadedModel(_passes(backend, cfg, zoom), info, path, kind, "fp32", why)
     try:
         entry = load_manifest().get(cfg.name)
         choice = choose_backend(entry, cfg, threads)
@@ -163,11 +165,26 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
     info = ModelInfo(entry.name, entry.version, digest, tuple(entry.classes), dict(entry.rule_labels))
     backend.class_groups = label_groups(info.class_names, info.rule_labels)
     log.info("model %s: %s %s from %s: %s", entry.ref, choice.kind, choice.precision, path, choice.why)
-    return LoadedModel(_tiled(backend, cfg), info, path, choice.kind, choice.precision, choice.why)
+    zoom = partial(
+        load_backend, choice.kind, path, entry.classes, conf=cfg.conf, iou=cfg.iou, threads=threads
+    )
+    return LoadedModel(_passes(backend, cfg, zoom), info, path, choice.kind, choice.precision, choice.why)
 
 
-def _tiled(backend: InferenceBackend, cfg: ModelConfig) -> InferenceBackend:
-    """``backend`` with the tile pass of ``cfg.tiles`` (detector/inference/tiling.py) where asked for."""
+def _passes(
+    backend: InferenceBackend, cfg: ModelConfig, load_at: Callable[..., InferenceBackend]
+) -> InferenceBackend:
+    """``backend`` with the zoomed whole-frame pass of ``cfg.zoom_imgsz`` and the tile pass of ``cfg.tiles``
+    (detector/inference/tiling.py) where asked for; ``load_at(imgsz=N)`` loads the same model at size N."""
+    if cfg.zoom_imgsz is not None:
+        if cfg.zoom_imgsz <= backend.imgsz:
+            raise ModelResolveError(
+                f"zoom_imgsz {cfg.zoom_imgsz} must be larger than the model's input size {backend.imgsz}"
+            )
+        zoomed = load_at(imgsz=cfg.zoom_imgsz)
+        zoomed.class_groups = backend.class_groups
+        log.info("model also runs on the whole frame at %d px (zoom_imgsz)", cfg.zoom_imgsz)
+        backend = ZoomBackend(backend, zoomed)
     if cfg.tiles < 2:
         return backend
     log.info("model runs on the whole frame plus %dx%d tiles (tiles: %d)", cfg.tiles, cfg.tiles, cfg.tiles)

@@ -163,3 +163,47 @@ class TiledBackend(InferenceBackend):
 
     def __repr__(self) -> str:
         return f"TiledBackend({self.inner!r}, grid={self.grid}, overlap={self.overlap})"
+
+
+class ZoomBackend(InferenceBackend):
+    """Wraps a backend: the whole frame at the native input size plus the whole frame once more through
+    ``zoomed`` (the same model loaded at a larger input size), merged like a tile pass whose window is the
+    whole frame (``zoom_imgsz`` in a model section). Small, far objects reach the model at
+    ``zoomed.imgsz / imgsz`` times the detail; the native pass keeps the large, near ones and their boxes."""
+
+    def __init__(self, inner: InferenceBackend, zoomed: InferenceBackend) -> None:
+        if zoomed.imgsz <= inner.imgsz:
+            raise ValueError(f"zoom_imgsz {zoomed.imgsz} must be larger than the model's imgsz {inner.imgsz}")
+        self.inner, self.zoomed = inner, zoomed
+        self.class_names = inner.class_names
+        self.imgsz, self.conf, self.iou = inner.imgsz, inner.conf, inner.iou
+        self.name = inner.name  # type: ignore[misc]
+
+    @property
+    def class_groups(self) -> tuple[tuple[int, ...], ...]:
+        return self.inner.class_groups
+
+    @class_groups.setter
+    def class_groups(self, value: tuple[tuple[int, ...], ...]) -> None:
+        self.inner.class_groups = value
+        self.zoomed.class_groups = value
+
+    def infer(self, images: Sequence[Image]) -> list[Detections]:
+        native, zoomed = self.inner.infer(images), self.zoomed.infer(images)
+        group_of = {cls: g for g, members in enumerate(self.class_groups) for cls in members}
+        out = []
+        for img, full, zoom in zip(images, native, zoomed, strict=True):
+            height, width = img.shape[:2]
+            out.append(merge_passes(full, [(zoom, (0, 0, width, height))], height, width, group_of))
+        return out
+
+    def warmup(self) -> None:
+        self.inner.warmup()
+        self.zoomed.warmup()
+
+    def close(self) -> None:
+        self.inner.close()
+        self.zoomed.close()
+
+    def __repr__(self) -> str:
+        return f"ZoomBackend({self.inner!r}, zoom_imgsz={self.zoomed.imgsz})"

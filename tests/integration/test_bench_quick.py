@@ -81,7 +81,12 @@ def result(run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def test_tiling(fresh_copy: Path) -> None:
     out = result(bench(fresh_copy, "tiling"))
     assert set(out) == TILING_KEYS
-    assert [row["grid"] for row in out["grids"]] == [1, 2, 3]
+    assert [(row["grid"], row.get("zoom_imgsz")) for row in out["grids"]] == [
+        (1, None),
+        (2, None),
+        (3, None),
+        (1, 960),
+    ]
     assert all(row["ms_per_frame"] > 0 and row["vehicles_ge_0_5"] for row in out["grids"])
 
 
