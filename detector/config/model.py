@@ -62,9 +62,16 @@ class ModelConfig(BaseModel):
         ge=64,
         le=4096,
         description="Also run the model on the whole frame at this larger input size (e.g. 960 for a 640 "
-        "model), merged with the native pass like tiles: far, small objects get the larger pass's detail "
-        "while near, large ones keep the native pass (a model trained at 640 can lose a lorry at 960). "
-        "About (zoom_imgsz / imgsz)^2 more runs per frame. None: off. See detector/inference/tiling.py.",
+        "model) to confirm the native pass: each native box (kept down to score 0.1) takes the best score "
+        "the zoomed pass gives it, so far, small objects get the larger pass's detail; boxes only the zoomed "
+        "pass sees are dropped. About (zoom_imgsz / imgsz)^2 more work per frame (less for a wide frame on "
+        "a dynamic export). None: off. See detector/inference/zoom.py.",
+    )
+    zoom_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Manifest name[@version] of the model that runs the zoomed pass (same classes), e.g. "
+        "one fine-tuned for far vehicles; None: the model itself. Needs zoom_imgsz.",
     )
 
     @field_validator("tune", mode="before")
@@ -85,6 +92,12 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _name_or_path(self) -> ModelConfig:
+        if self.zoom_model is not None and self.zoom_imgsz is None:
+            raise ConfigProblem.at(
+                ("zoom_model",),
+                "zoom_model runs the zoomed pass, but zoom_imgsz is not set",
+                "add zoom_imgsz: 960",
+            )
         if self.name is not None and self.path is not None:
             raise ConfigProblem.at(
                 ("path",), "give either model.name or model.path, not both", "remove one of them"

@@ -20,7 +20,8 @@ from detector.contracts.artifacts import path_digest, verified_path
 from detector.contracts.errors import DetectorError
 from detector.contracts.manifest import ManifestError, ModelEntry, load_manifest
 from detector.inference import InferenceBackend, load_backend
-from detector.inference.tiling import TiledBackend, ZoomBackend
+from detector.inference.tiling import TiledBackend
+from detector.inference.zoom import ZoomBackend
 from detector.pipeline import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
         why = "model.backend in the config" if cfg.backend else f"the file type of model.path ({path.name})"
         log.info("model %s (%s) from %s: %s", path.stem, kind, path, why)
         zoom = partial(load_backend, kind, path, None, conf=cfg.conf, iou=cfg.iou, threads=threads)
-        return LoadedModel(_passes(backend, cfg, zoom), info, path, kind, "fp32", why)
+        return LoadedModel(_passes(backend, cfg, zoom, threads), info, path, kind, "fp32", why)
     try:
         entry = load_manifest().get(cfg.name)
         choice = choose_backend(entry, cfg, threads)
@@ -168,23 +169,40 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
     zoom = partial(
         load_backend, choice.kind, path, entry.classes, conf=cfg.conf, iou=cfg.iou, threads=threads
     )
-    return LoadedModel(_passes(backend, cfg, zoom), info, path, choice.kind, choice.precision, choice.why)
+    return LoadedModel(
+        _passes(backend, cfg, zoom, threads), info, path, choice.kind, choice.precision, choice.why
+    )
 
 
 def _passes(
-    backend: InferenceBackend, cfg: ModelConfig, load_at: Callable[..., InferenceBackend]
+    backend: InferenceBackend,
+    cfg: ModelConfig,
+    load_at: Callable[..., InferenceBackend],
+    threads: int | None = None,
 ) -> InferenceBackend:
     """``backend`` with the zoomed whole-frame pass of ``cfg.zoom_imgsz`` and the tile pass of ``cfg.tiles``
-    (detector/inference/tiling.py) where asked for; ``load_at(imgsz=N)`` loads the same model at size N."""
+    (detector/inference/zoom.py, tiling.py) where asked for; ``load_at(imgsz=N)`` loads the model at size N."""
     if cfg.zoom_imgsz is not None:
         if cfg.zoom_imgsz <= backend.imgsz:
             raise ModelResolveError(
                 f"zoom_imgsz {cfg.zoom_imgsz} must be larger than the model's input size {backend.imgsz}"
             )
-        zoomed = load_at(imgsz=cfg.zoom_imgsz)
-        zoomed.class_groups = backend.class_groups
-        log.info("model also runs on the whole frame at %d px (zoom_imgsz)", cfg.zoom_imgsz)
-        backend = ZoomBackend(backend, zoomed)
+        if cfg.zoom_model is not None:
+            other = cfg.model_copy(update={"name": cfg.zoom_model, "path": None, "imgsz": cfg.zoom_imgsz})
+            zoomed = load_model(
+                other.model_copy(update={"zoom_imgsz": None, "zoom_model": None, "tiles": 1}), threads
+            )
+            zoomed_backend = zoomed.backend
+            what = f"{zoomed.info.name}@{zoomed.info.version}"
+        else:
+            zoomed_backend, what = load_at(imgsz=cfg.zoom_imgsz), "the same model"
+        if list(zoomed_backend.class_names) != list(backend.class_names):
+            raise ModelResolveError(
+                f"zoom_model {cfg.zoom_model} does not have the classes of the model it confirms"
+            )
+        zoomed_backend.class_groups = backend.class_groups
+        log.info("model confirmed by a whole-frame pass at %d px (zoom_imgsz) of %s", cfg.zoom_imgsz, what)
+        backend = ZoomBackend(backend, zoomed_backend)
     if cfg.tiles < 2:
         return backend
     log.info("model runs on the whole frame plus %dx%d tiles (tiles: %d)", cfg.tiles, cfg.tiles, cfg.tiles)

@@ -87,12 +87,13 @@ class ModelKey:
     imgsz: int | None
     tiles: int = 1
     zoom_imgsz: int | None = None
+    zoom_model: str | None = None
 
 
 def model_key(mc: ModelConfig, base_dir: Path | None, ref_of: Callable[[str | None], str]) -> ModelKey:
     path = model_path(mc, base_dir)
     source = f"path:{path.resolve()}" if path is not None else f"ref:{ref_of(mc.name)}"
-    return ModelKey(source, mc.backend, mc.conf, mc.iou, mc.imgsz, mc.tiles, mc.zoom_imgsz)
+    return ModelKey(source, mc.backend, mc.conf, mc.iou, mc.imgsz, mc.tiles, mc.zoom_imgsz, mc.zoom_model)
 
 
 def manifest_ref(name: str | None) -> str:

@@ -10,7 +10,7 @@ import pytest
 from detector.config.model import ModelConfig
 from detector.contracts.detections import Detections
 from detector.inference.base import Image, InferenceBackend
-from detector.inference.tiling import TiledBackend, ZoomBackend, cut_by_tile, merge_passes, tile_windows
+from detector.inference.tiling import TiledBackend, cut_by_tile, merge_passes, tile_windows
 
 NAMES = ["car", "truck", "person"]
 VEHICLE = {0: 0, 1: 0}  # car and truck are one group
@@ -154,60 +154,3 @@ def test_model_config_tiles() -> None:
     assert ModelConfig(tiles=2).tiles == 2
     with pytest.raises(ValueError, match="tiles"):
         ModelConfig(tiles=9)
-
-
-class ScriptedBackend(InferenceBackend):
-    """Returns the same detections (frame pixels) for every image; records how many it was given."""
-
-    name = "onnx"
-
-    def __init__(self, imgsz: int, found: list[tuple[float, ...]]) -> None:
-        self.class_names, self.imgsz, self.conf, self.iou = list(NAMES), imgsz, 0.25, 0.5
-        self.found: list[tuple[float, ...]] = found
-        self.calls: list[int] = []
-
-    def infer(self, images: Sequence[Image]) -> list[Detections]:
-        self.calls.append(len(images))
-        return [dets(self.found) for _ in images]
-
-
-@pytest.mark.parametrize(
-    ("native", "zoomed", "expected"),
-    [
-        # a near lorry only the native pass keeps, a far car only the zoomed pass finds: both
-        (
-            [(100, 300, 500, 700, 0.60, 1)],
-            [(800, 100, 830, 120, 0.57, 0)],
-            [(100, 300, 500, 700, 0.60, 1), (800, 100, 830, 120, 0.57, 0)],
-        ),
-        # the same car in both: one detection, the native box, the higher score
-        ([(100, 100, 140, 130, 0.40, 0)], [(102, 101, 141, 131, 0.62, 0)], [(100, 100, 140, 130, 0.62, 0)]),
-        # a box at the frame's edge is kept (the zoomed pass's window is the whole frame)
-        ([], [(0, 0, 40, 30, 0.55, 0)], [(0, 0, 40, 30, 0.55, 0)]),
-        ([], [], []),
-    ],
-)
-def test_zoom_backend_merges_the_native_and_the_zoomed_pass(
-    native: list[tuple[float, ...]], zoomed: list[tuple[float, ...]], expected: list[tuple[float, ...]]
-) -> None:
-    inner, big = ScriptedBackend(640, native), ScriptedBackend(960, zoomed)
-    zoom = ZoomBackend(inner, big)
-    zoom.class_groups = ((0, 1),)  # car and truck: one vehicle group, in both passes
-    assert inner.class_groups == big.class_groups == ((0, 1),)
-    frames = [np.zeros((720, 1280, 3), np.uint8)] * 3
-    out = zoom.infer(frames)
-    assert inner.calls == big.calls == [3]  # each pass gets the whole batch once
-    assert len(out) == 3 and zoom.imgsz == 640
-    got = [
-        (*(round(float(v)) for v in box), round(float(s), 2), int(c))
-        for box, s, c in zip(out[0].xyxy, out[0].confidence, out[0].class_id, strict=True)
-    ]
-    assert got == [(*e[:4], e[4], e[5]) for e in expected]
-
-
-def test_zoom_must_be_larger_and_a_multiple_of_32() -> None:
-    with pytest.raises(ValueError, match="larger"):
-        ZoomBackend(ScriptedBackend(640, []), ScriptedBackend(640, []))
-    assert ModelConfig().zoom_imgsz is None and ModelConfig(zoom_imgsz=960).zoom_imgsz == 960
-    with pytest.raises(ValueError, match="zoom_imgsz 950 is not a multiple of 32"):
-        ModelConfig(zoom_imgsz=950)

@@ -1,0 +1,90 @@
+"""The zoomed pass (``zoom_imgsz`` in a model section): a second look at the whole frame at a larger size.
+
+A model trained at 640 px sees a car 60 px long in a 1920 px frame as 20 px: too small to be sure of. A
+second pass over the whole frame at ``zoom_imgsz`` (e.g. 960: 1.5 times the detail) scores such a car
+better, and ``zoom_model`` may name a model fine-tuned for far, small vehicles to run it. At the same time
+a zoomed pass finds things the native pass never saw, and a model trained at 640 loses a lorry that fills
+the frame at 960; letting it open cases of its own would invent some (a sign on a pavement read as a far
+car) and make boxes jump between passes, which breaks the tracks a dwell rule counts on.
+
+So the zoomed pass **confirms**: the native pass runs with a low floor (``CONFIRM_FLOOR``), and each of its
+boxes takes the highest score that the zoomed pass gives an overlapping box of the same class group
+(IoU >= ``match``). The native pass's boxes and geometry are all that comes out, at ``conf`` as usual: a
+far car the native pass sees at 0.25 and the zoomed pass at 0.6 is a vehicle at 0.6; an object only the
+zoomed pass sees is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from detector.contracts.detections import Detections, box_iou
+from detector.inference.base import Image, InferenceBackend
+
+CONFIRM_FLOOR = 0.2  # the native pass keeps boxes down to this score for the zoomed pass to confirm
+
+
+def confirm(
+    native: Detections, zoomed: Detections, group_of: dict[int, int], conf: float, match: float = 0.5
+) -> Detections:
+    """``native`` with each box's score raised to the best same-group ``zoomed`` box overlapping it (IoU >=
+    ``match``), then only the boxes at ``conf`` or above, best first. ``group_of`` maps a class id to its
+    group (classes not in it are their own group)."""
+    if not len(native):
+        return native
+    score = native.confidence.astype(np.float32).copy()
+    if len(zoomed):
+        ng = np.array([group_of.get(int(c), -1 - int(c)) for c in native.class_id], np.int64)
+        zg = np.array([group_of.get(int(c), -1 - int(c)) for c in zoomed.class_id], np.int64)
+        same = (ng[:, None] == zg[None, :]) & (box_iou(native.xyxy, zoomed.xyxy) >= match)
+        best = np.where(same, zoomed.confidence[None, :], 0.0).max(axis=1)
+        score = np.maximum(score, best.astype(np.float32))
+    keep = np.flatnonzero(score >= conf)
+    out = native[keep]
+    out.confidence = score[keep]
+    return out[np.argsort(-out.confidence, kind="stable")]
+
+
+class ZoomBackend(InferenceBackend):
+    """Wraps a backend: the whole frame at the native size, confirmed by ``zoomed`` (the same or a kindred
+    model, same classes, loaded at a larger input size); module docstring."""
+
+    def __init__(
+        self, inner: InferenceBackend, zoomed: InferenceBackend, floor: float = CONFIRM_FLOOR
+    ) -> None:
+        if zoomed.imgsz <= inner.imgsz:
+            raise ValueError(f"zoom_imgsz {zoomed.imgsz} must be larger than the model's imgsz {inner.imgsz}")
+        if list(zoomed.class_names) != list(inner.class_names):
+            raise ValueError("the zoomed pass's model must have the same classes, in the same order")
+        self.inner, self.zoomed = inner, zoomed
+        self.class_names = inner.class_names
+        self.imgsz, self.conf, self.iou = inner.imgsz, inner.conf, inner.iou
+        inner.conf = min(inner.conf, floor)  # candidates for the zoomed pass to confirm
+        self.name = inner.name  # type: ignore[misc]
+
+    @property
+    def class_groups(self) -> tuple[tuple[int, ...], ...]:
+        return self.inner.class_groups
+
+    @class_groups.setter
+    def class_groups(self, value: tuple[tuple[int, ...], ...]) -> None:
+        self.inner.class_groups = value
+        self.zoomed.class_groups = value
+
+    def infer(self, images: Sequence[Image]) -> list[Detections]:
+        native, zoomed = self.inner.infer(images), self.zoomed.infer(images)
+        group_of = {cls: g for g, members in enumerate(self.class_groups) for cls in members}
+        return [confirm(n, z, group_of, self.conf) for n, z in zip(native, zoomed, strict=True)]
+
+    def warmup(self) -> None:
+        self.inner.warmup()
+        self.zoomed.warmup()
+
+    def close(self) -> None:
+        self.inner.close()
+        self.zoomed.close()
+
+    def __repr__(self) -> str:
+        return f"ZoomBackend({self.inner!r}, zoomed={self.zoomed!r})"

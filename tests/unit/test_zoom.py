@@ -1,0 +1,106 @@
+"""The zoomed pass (detector/inference/zoom.py): it confirms the native pass's boxes and adds none."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from detector.config.model import ModelConfig
+from detector.contracts.detections import Detections
+from detector.inference.base import Image, InferenceBackend
+from detector.inference.zoom import CONFIRM_FLOOR, ZoomBackend, confirm
+
+NAMES = ["car", "truck", "person"]
+VEHICLE = {0: 0, 1: 0}  # car and truck are one group
+
+Row = tuple[float, float, float, float, float, int]
+
+
+def dets(rows: Sequence[Row]) -> Detections:
+    if not rows:
+        return Detections.empty()
+    arr = np.asarray(rows, np.float32)
+    return Detections.from_arrays(arr[:, :4], arr[:, 4], arr[:, 5].astype(np.int64), NAMES)
+
+
+def rows(d: Detections) -> list[Row]:
+    return [
+        (*(round(float(v)) for v in box), round(float(s), 2), int(c))  # type: ignore[misc]
+        for box, s, c in zip(d.xyxy, d.confidence, d.class_id, strict=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("native", "zoomed", "expected"),
+    [
+        # a far car the native pass sees faintly, the zoomed pass well: the native box at the zoomed score
+        ([(800, 100, 830, 120, 0.22, 0)], [(801, 101, 831, 121, 0.62, 0)], [(800, 100, 830, 120, 0.62, 0)]),
+        # a car the zoomed pass reads as a truck: one vehicle group, confirmed
+        ([(800, 100, 830, 120, 0.22, 0)], [(801, 101, 831, 121, 0.55, 1)], [(800, 100, 830, 120, 0.55, 0)]),
+        # a near lorry the zoomed pass loses keeps its native score
+        ([(100, 300, 500, 700, 0.60, 1)], [], [(100, 300, 500, 700, 0.60, 1)]),
+        # a zoomed score below the native one never lowers it
+        ([(100, 100, 140, 130, 0.70, 0)], [(100, 100, 140, 130, 0.40, 0)], [(100, 100, 140, 130, 0.70, 0)]),
+        # something only the zoomed pass sees (a sign read as a far car) is dropped
+        ([], [(600, 20, 620, 40, 0.66, 0)], []),
+        # a faint native box the zoomed pass does not confirm stays under conf and is dropped
+        ([(800, 100, 830, 120, 0.22, 0)], [(600, 20, 620, 40, 0.66, 0)], []),
+        # a person where the zoomed pass sees a car: other group, not confirmed
+        ([(100, 100, 140, 130, 0.22, 2)], [(100, 100, 140, 130, 0.90, 0)], []),
+        # overlap under IoU 0.5: another object, not confirmed
+        ([(100, 100, 140, 130, 0.22, 0)], [(130, 100, 170, 130, 0.90, 0)], []),
+        # the result is best first
+        (
+            [(0, 0, 10, 10, 0.30, 0), (50, 50, 60, 60, 0.22, 0)],
+            [(50, 50, 60, 60, 0.80, 0)],
+            [(50, 50, 60, 60, 0.80, 0), (0, 0, 10, 10, 0.30, 0)],
+        ),
+    ],
+)
+def test_confirm(native: list[Row], zoomed: list[Row], expected: list[Row]) -> None:
+    assert rows(confirm(dets(native), dets(zoomed), VEHICLE, conf=0.25)) == expected
+
+
+class ScriptedBackend(InferenceBackend):
+    """Returns the same detections for every image, above its own conf; records the batch sizes."""
+
+    name = "onnx"
+
+    def __init__(self, imgsz: int, found: list[Row], names: Sequence[str] = NAMES) -> None:
+        self.class_names, self.imgsz, self.conf, self.iou = list(names), imgsz, 0.25, 0.5
+        self.found = found
+        self.calls: list[int] = []
+
+    def infer(self, images: Sequence[Image]) -> list[Detections]:
+        self.calls.append(len(images))
+        return [dets([r for r in self.found if r[4] >= self.conf]) for _ in images]
+
+
+def test_zoom_backend_runs_both_passes_once_per_batch_and_lowers_the_native_floor() -> None:
+    inner = ScriptedBackend(640, [(800, 100, 830, 120, 0.22, 0), (100, 300, 500, 700, 0.6, 1)])
+    big = ScriptedBackend(960, [(801, 101, 831, 121, 0.57, 0), (0, 0, 40, 30, 0.9, 0)])
+    zoom = ZoomBackend(inner, big)
+    assert inner.conf == CONFIRM_FLOOR and zoom.conf == 0.25 and zoom.imgsz == 640
+    zoom.class_groups = ((0, 1),)
+    assert inner.class_groups == big.class_groups == ((0, 1),)
+    out = zoom.infer([np.zeros((720, 1280, 3), np.uint8)] * 3)
+    assert inner.calls == big.calls == [3]
+    assert [rows(d) for d in out] == [[(100, 300, 500, 700, 0.6, 1), (800, 100, 830, 120, 0.57, 0)]] * 3
+
+
+def test_zoom_backend_refusals() -> None:
+    with pytest.raises(ValueError, match="larger"):
+        ZoomBackend(ScriptedBackend(640, []), ScriptedBackend(640, []))
+    with pytest.raises(ValueError, match="same classes"):
+        ZoomBackend(ScriptedBackend(640, []), ScriptedBackend(960, [], ["car", "person", "truck"]))
+
+
+def test_model_config_zoom() -> None:
+    assert ModelConfig().zoom_imgsz is None and ModelConfig(zoom_imgsz=960).zoom_imgsz == 960
+    with pytest.raises(ValueError, match="zoom_imgsz 950 is not a multiple of 32"):
+        ModelConfig(zoom_imgsz=950)
+    with pytest.raises(ValueError, match="zoom_imgsz is not set"):
+        ModelConfig(zoom_model="yolov8n-coco-far")
+    assert ModelConfig(zoom_imgsz=960, zoom_model="yolov8n-coco-far").zoom_model == "yolov8n-coco-far"
