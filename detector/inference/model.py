@@ -181,7 +181,7 @@ def _passes(
     threads: int | None = None,
 ) -> InferenceBackend:
     """``backend`` with the zoomed whole-frame pass of ``cfg.zoom_imgsz`` and the tile pass of ``cfg.tiles``
-    (detector/inference/zoom.py, tiling.py) where asked for; ``load_at(imgsz=N)`` loads the model at size N."""
+    (detector/inference/zoom.py, tiling.py) where asked for; ``load_at(imgsz=N)`` loads the model at N px."""
     if cfg.zoom_imgsz is not None:
         if cfg.zoom_imgsz <= backend.imgsz:
             raise ModelResolveError(
