@@ -87,21 +87,32 @@ def iou(a: Box, b: Box) -> float:
 class Anchor:
     """Where a dwell started: the box at the first stationary sample and its time.
 
-    ``advance`` compares each new box with the anchor box; when the IoU falls below the
-    threshold the object has moved and the anchor (and so the dwell) restarts.
+    ``advance`` compares each new box with the anchor box. One sample off the anchor (IoU below the
+    threshold) is held back, not believed: on a real street a parked car is cut short for a sample by
+    a passing car or a pedestrian, and restarting its dwell for that would never let it reach the
+    dwell (a car at a kerb missed on a 75 s real clip). The anchor restarts when the next sample is
+    off it too: the object has moved. Its dwell then runs from the held sample if the object was
+    already at its new place there, else from now. A sample back on the anchor drops the held one.
     """
 
     box: Box
     since: float
     samples: int = 1
+    held: tuple[Box, float] | None = None  # the last sample off the anchor, not yet believed
 
     def advance(self, box: Box, ts: float, stationary_iou: float) -> bool:
         """Take a new sample; return whether the object is stationary at its anchor."""
         if iou(box, self.box) >= stationary_iou:
             self.samples += 1
+            self.held = None
+        elif self.held is None:
+            self.held = (box, ts)
         else:
-            self.box, self.since, self.samples = box, ts, 1
-        return self.samples >= 2
+            held_box, held_ts = self.held
+            there = iou(box, held_box) >= stationary_iou
+            self.box, self.since, self.samples = box, (held_ts if there else ts), (2 if there else 1)
+            self.held = None
+        return self.samples >= 2 and self.held is None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from tests.unit.factories import FRAME, every, make_detections, shifted
 
 CAR = [100.0, 300.0, 260.0, 400.0]
 CAR2 = [600.0, 300.0, 760.0, 400.0]
+CUT = [100.0, 300.0, 260.0, 360.0]  # CAR with its lower 40 % hidden by a passing car (IoU 0.6)
 
 Frame = tuple[float, list[list[float]], list[str]]
 
@@ -105,6 +106,13 @@ def test_intermittent_detection_with_sparse_samples() -> None:
         ([CAR, shifted(CAR, 4, 2), shifted(CAR, -3, 1)], True, 0),  # jitter
         ([CAR, shifted(CAR, 40), shifted(CAR, 80)], False, 4),  # passing: the anchor restarts
         ([CAR, shifted(CAR, 60), shifted(CAR, 60)], True, 2),  # moved once, then parked
+        # cut short for one sample (a passing car): held back, the dwell keeps running from 0
+        ([CAR, CAR, CUT, CAR, CAR], True, 0),
+        ([CAR, CUT, CAR], True, 0),
+        ([CAR, CAR, CUT], False, 0),  # the held sample itself is not taken as stationary
+        ([CAR, CUT, CUT], True, 2),  # two samples at the new place: it moved there at the first
+        ([CAR, CUT, shifted(CAR, 40)], False, 4),  # two different places: moving, from now
+        ([CAR, CUT, CAR, CUT, CAR], True, 0),  # occluded now and then
     ],
 )
 def test_stationary(boxes: list[list[float]], stationary: bool, since: float) -> None:
