@@ -75,14 +75,6 @@ def test_shipped_configuration_invents_nothing_on_real_footage(suite_run: tuple[
     assert doc["totals"]["false_cases"] == 0, "invented on real footage:\n" + failures(doc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 open: the COCO YOLOv8n scores three parked cars of the elevated Dhaka still below 0.5 "
-    "(about 0.39, 0.49, 0.25; with `zoom_imgsz: 960` the silver car still 0.32; on the shared original "
-    "street clip it also misses a borderline parked car); needs a real vehicle model fine-tuned on the "
-    "bureau's labelled frames (self-training on unlabelled ones: README, Real footage). strict: this alerts "
-    "the day every expectation holds.",
-)
 def test_shipped_configuration_meets_the_real_footage_expectations(
     suite_run: tuple[int, dict[str, Any]],
 ) -> None:
