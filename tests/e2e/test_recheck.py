@@ -70,8 +70,12 @@ def test_recheck_sends_back_then_closes(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    t0 = time.monotonic()
     try:
+        # video time runs from the moment the stream is live, not from the process start: on a loaded
+        # machine the detector takes seconds to load its models, and the car's departure at 150 s of
+        # video would then come later than the wall clock says (a re-check answered `present`)
+        _wait(lambda: ": live" in (tmp_path / "detector.log").read_text(), 120, "the stream to go live")
+        t0 = time.monotonic()
 
         def parking() -> dict[str, Any] | None:
             for c in httpx.get(f"{api}/cases", timeout=10).json()["data"]:
