@@ -1,13 +1,19 @@
 """What the tile pass (``tiles:``) and the zoomed pass (``zoom_imgsz:``) of a model section cost and find.
 
-    python bench/tiling.py [--model yolov8n-coco] [--grids 1,2,3] [--zooms 960] [--frames 24] [--batch 8]
+    python bench/tiling.py [--model yolov8n-coco] [--grids 1,2,3] [--zooms 960] [--zoom-model NAME]
+                           [--frames 24] [--batch 8] [--every 2]
     python bench/tiling.py --quick   # 8 frames per row
 
 Per grid (1 = the whole frame only, the baseline) and per zoom_imgsz (rows with ``zoom_imgsz``: the whole
 frame at the model's size plus once more at that size; detector/inference/tiling.py), in one process:
 ``ms_per_frame`` for a 1920x1080 camera frame (the bundled street scene scaled up) in batches of
 ``--batch``, its ratio to the baseline, and the vehicles found at >= 0.5 on the real stills of
-``tests/realworld/images`` (``vehicles_ge_0_5``). Prints one JSON object; the CPU model is in ``cpu``.
+``tests/realworld/images`` (``vehicles_ge_0_5``). The zoomed pass runs only on a frame where the native
+pass has an unsure box (detector/inference/zoom.py), so the 1080p frame is its worst case; ``clips`` says
+what it costs on real and synthetic video: per clip (the real street clip and the bundled scenarios,
+sampled every ``--every`` s like a stream), the share of samples the zoomed pass ran on
+(``zoomed_share``) and ms per sample against the plain model on the same samples (``ratio``).
+Prints one JSON object; the CPU model is in ``cpu``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from detector.inference.base import InferenceBackend
 from detector.inference.model import load_model
 
 STILLS = _common.REPO / "tests" / "realworld" / "images"
+CLIPS = [
+    _common.REPO / "tests" / "realworld" / "videos" / "street_curbside_parked_cars_fixedcam.mp4",
+    *sorted((_common.REPO / "training" / "synth" / "scenarios").glob("*.mp4")),
+]
 VEHICLE_CLASSES = {"car", "truck", "bus", "motorcycle", "vehicle"}
 
 
@@ -61,11 +71,53 @@ def timing(backend: InferenceBackend, frame: np.ndarray, frames: int, batch: int
     return 1000.0 * (time.perf_counter() - start) / done
 
 
+def samples(clip: Path, every_s: float) -> list[np.ndarray]:
+    """The frames of ``clip`` a stream sampling every ``every_s`` seconds would see."""
+    cap = cv2.VideoCapture(str(clip))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    step = max(1, round(every_s * fps))
+    out, i = [], 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % step == 0:
+            out.append(frame)
+        i += 1
+    cap.release()
+    return out
+
+
+def clip_cost(plain: InferenceBackend, zoomed: InferenceBackend, frames: list[np.ndarray]) -> dict[str, Any]:
+    """``zoomed_share`` and ms per sample of ``zoomed`` (a ZoomBackend) vs ``plain`` on ``frames``, one
+    sample at a time as a stream sends them."""
+    plain.infer(frames[:1])
+    zoomed.infer(frames[:1])
+    counts = (getattr(zoomed, "frames", 0), getattr(zoomed, "zoomed_frames", 0))
+    ms = []
+    for backend in (plain, zoomed):
+        start = time.perf_counter()
+        for frame in frames:
+            backend.infer([frame])
+        ms.append(1000.0 * (time.perf_counter() - start) / len(frames))
+    seen = getattr(zoomed, "frames", 0) - counts[0]
+    share = (getattr(zoomed, "zoomed_frames", 0) - counts[1]) / seen if seen else None
+    return {
+        "samples": len(frames),
+        "zoomed_share": None if share is None else round(share, 3),
+        "ms_plain": round(ms[0], 1),
+        "ms_zoom": round(ms[1], 1),
+        "ratio": round(ms[1] / ms[0], 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="yolov8n-coco")
     p.add_argument("--grids", default="1,2,3")
     p.add_argument("--zooms", default="960", help="zoom_imgsz values to measure (whole frame + a pass at N)")
+    p.add_argument("--zoom-model", default=None, help="zoom_model of the zoom rows (default: the same model)")
+    p.add_argument("--every", type=float, default=2.0, help="seconds between the clip samples (clips)")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--quick", action="store_true", help="a short run: --frames 8")
@@ -83,17 +135,30 @@ def main(argv: list[str] | None = None) -> None:
         found = vehicles(loaded.backend, stills)
         loaded.backend.close()
         rows.append({"grid": grid, "ms_per_frame": round(ms, 1), "vehicles_ge_0_5": found})
+    clips: list[dict[str, Any]] = []
+    clip_frames = {clip.name: samples(clip, args.every) for clip in CLIPS[: 1 if args.quick else None]}
+    plain = load_model(ModelConfig(name=args.model, conf=0.25, batch=args.batch)).backend
     for zoom in [int(z) for z in args.zooms.split(",") if z.strip()]:
         _common.log(f"zoom_imgsz {zoom}: timing {args.frames} 1080p frames")
-        loaded = load_model(ModelConfig(name=args.model, zoom_imgsz=zoom, conf=0.25, batch=args.batch))
+        cfg = ModelConfig(
+            name=args.model, zoom_imgsz=zoom, zoom_model=args.zoom_model, conf=0.25, batch=args.batch
+        )
+        loaded = load_model(cfg)
         ms = timing(loaded.backend, frame, args.frames, args.batch)
         found = vehicles(loaded.backend, stills)
+        row = {"grid": 1, "zoom_imgsz": zoom, "zoom_model": args.zoom_model}
+        rows.append(row | {"ms_per_frame": round(ms, 1), "vehicles_ge_0_5": found})
+        for name, frames in clip_frames.items():
+            _common.log(f"zoom_imgsz {zoom}: {len(frames)} samples of {name}")
+            clips.append({"clip": name, "zoom_imgsz": zoom} | clip_cost(plain, loaded.backend, frames))
         loaded.backend.close()
-        rows.append({"grid": 1, "zoom_imgsz": zoom, "ms_per_frame": round(ms, 1), "vehicles_ge_0_5": found})
+    plain.close()
     base = rows[0]["ms_per_frame"] if rows and rows[0]["grid"] == 1 else None
     for row in rows:
         row["ratio"] = round(row["ms_per_frame"] / base, 2) if base else None
-    _common.emit({"model": args.model, "cpu": _common.cpu_model(), "frame": "1920x1080", "grids": rows})
+    _common.emit(
+        {"model": args.model, "cpu": _common.cpu_model(), "frame": "1920x1080", "grids": rows, "clips": clips}
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
+# ``data`` key: a box's score from its model's own pass, before a zoomed pass confirmed it
+# (detector.inference.zoom). Vetoes judge by it; ``confidence`` carries the confirmed score.
+NATIVE_CONFIDENCE = "native_confidence"
+
 
 def _check_shape(name: str, arr: np.ndarray, expected: tuple[int | None, ...]) -> None:
     ok = arr.ndim == len(expected) and all(

@@ -27,7 +27,7 @@ import numpy as np
 
 from detector.config.model import ModelConfig
 from detector.config.schema import CitywatchConfig, EvidenceConfig, StreamConfig
-from detector.contracts.detections import Detections
+from detector.contracts.detections import NATIVE_CONFIDENCE, Detections
 from detector.delivery.publisher import EventSink
 from detector.inference import InferenceBackend
 from detector.inference.model import LoadedModel, ModelResolveError, load_model, model_path
@@ -109,8 +109,9 @@ def manifest_ref(name: str | None) -> str:
 def label_detections(
     dets: Detections, model_id: str, rule_labels: Mapping[str, str], watch: set[str] | None
 ) -> Detections:
-    """``dets`` of one model with ``data["label"]`` and ``data["model"]``, keeping only what ``watch``
-    (labels or class names; None = everything) names."""
+    """``dets`` of one model with ``data["label"]``, ``data["model"]`` and ``data["native_confidence"]``
+    (the score before a zoomed pass confirmed it: the score itself for a model without one), keeping only
+    what ``watch`` (labels or class names; None = everything) names."""
     names = [str(n) for n in dets.class_name]
     labels = np.array([rule_labels.get(n, n) for n in names], dtype=object)
     keep = np.array(
@@ -120,6 +121,7 @@ def label_detections(
     data = dict(dets.data)
     data["label"] = labels
     data["model"] = np.array([model_id] * len(dets), dtype=object)
+    data.setdefault(NATIVE_CONFIDENCE, dets.confidence)
     if "class_name" not in data:
         data["class_name"] = np.array(names, dtype=object)
     out = Detections(dets.xyxy, dets.confidence, dets.class_id, dets.tracker_id, data)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detector.contracts.detections import Detections
+from detector.contracts.detections import NATIVE_CONFIDENCE, Detections
 from detector.rules.base import Rule, RuleError, ViolationUpdate, class_mask
 from detector.rules.litter import LitterRule
 from detector.rules.params import RulesConfig
@@ -37,10 +37,13 @@ def label_map(rule_labels: dict[str, str]) -> LabelOf:
 
 
 def vetoing_boxes(others: Detections, veto: Sequence[str], min_score: float) -> npt.NDArray[np.float64]:
-    """Boxes of the confident detections of a ``veto`` label or class name."""
+    """Boxes of the confident detections of a ``veto`` label or class name, judged by the score of the
+    model's own pass (``NATIVE_CONFIDENCE``): a zoomed pass confirms a far car for parking, but a box that
+    only its confirmation lifts is too unsure to overrule another rule's detection."""
     if len(others) == 0:
         return np.zeros((0, 4))
-    by = others[class_mask(others, veto) & (others.confidence >= min_score)]
+    score = others.data.get(NATIVE_CONFIDENCE, others.confidence)
+    by = others[class_mask(others, veto) & (score >= min_score)]
     return by.xyxy.astype(np.float64).reshape(-1, 4)
 
 

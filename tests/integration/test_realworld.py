@@ -75,13 +75,6 @@ def test_shipped_configuration_invents_nothing_on_real_footage(suite_run: tuple[
     assert doc["totals"]["false_cases"] == 0, "invented on real footage:\n" + failures(doc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 open: the COCO YOLOv8n scores three parked cars of the elevated Dhaka still below 0.5 "
-    "(about 0.39, 0.49, 0.25). The zoomed pass run by yolov8n-coco-far reaches all four (0.54 to 0.69), but "
-    "it is opt-in: it costs 3x the parking model and, through the vehicle veto, delayed a synthetic litter "
-    "case (README, Real footage). strict: this alerts the day every expectation holds.",
-)
 def test_shipped_configuration_meets_the_real_footage_expectations(
     suite_run: tuple[int, dict[str, Any]],
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.contracts.detections import Detections
+from detector.contracts.detections import NATIVE_CONFIDENCE, Detections
 from detector.rules.engine import RuleEngine, label_map, vetoed
 from detector.rules.params import RulesConfig
 from detector.rules.zones import Zone
@@ -40,6 +40,23 @@ def test_veto_table(other: tuple[tuple[float, float, float, float], str, float],
     mine = dets([(STALL, "stall", 0.6)])
     everything = dets([(STALL, "stall", 0.6), other])
     assert vetoed(mine, everything, ["person", "car"], 0.5, 0.6).tolist() == [expected]
+
+
+@pytest.mark.parametrize(
+    ("native", "expected"),
+    [
+        (0.9, True),  # the model's own pass was sure of the car: it overrules the stall
+        (0.3, False),  # only a zoomed pass's confirmation lifted it to 0.8: too unsure to overrule
+    ],
+)
+def test_veto_judges_by_the_native_score(native: float, expected: bool) -> None:
+    """A box a zoomed pass confirmed (detector/inference/zoom.py) vetoes by its native score."""
+    mine = dets([(STALL, "stall", 0.6)])
+    car = dets([((80.0, 80.0, 260.0, 260.0), "car", 0.8)])
+    car.data[NATIVE_CONFIDENCE] = np.array([native], np.float32)
+    everything = Detections.merge([mine, car])
+    assert NATIVE_CONFIDENCE not in everything.data  # merge keeps only the keys every part has
+    assert vetoed(mine, car, ["car"], 0.5, 0.6).tolist() == [expected]
 
 
 def run(frames: list[Detections], veto: list[str]) -> list[str]:

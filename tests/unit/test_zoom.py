@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from detector.config.model import ModelConfig
-from detector.contracts.detections import Detections
+from detector.contracts.detections import NATIVE_CONFIDENCE, Detections
 from detector.inference.base import Image, InferenceBackend
-from detector.inference.zoom import CONFIRM_FLOOR, ZoomBackend, confirm
+from detector.inference.zoom import CONFIRM_CEILING, CONFIRM_FLOOR, ZoomBackend, confirm
 
 NAMES = ["car", "truck", "person"]
 VEHICLE = {0: 0, 1: 0}  # car and truck are one group
@@ -43,6 +43,8 @@ def rows(d: Detections) -> list[Row]:
         ([(100, 300, 500, 700, 0.60, 1)], [], [(100, 300, 500, 700, 0.60, 1)]),
         # a zoomed score below the native one never lowers it
         ([(100, 100, 140, 130, 0.70, 0)], [(100, 100, 140, 130, 0.40, 0)], [(100, 100, 140, 130, 0.70, 0)]),
+        # a box the native pass is already sure of (>= CONFIRM_CEILING) is not asked about
+        ([(100, 100, 140, 130, 0.55, 0)], [(100, 100, 140, 130, 0.90, 0)], [(100, 100, 140, 130, 0.55, 0)]),
         # something only the zoomed pass sees (a sign read as a far car) is dropped
         ([], [(600, 20, 620, 40, 0.66, 0)], []),
         # a faint native box the zoomed pass does not confirm stays under conf and is dropped
@@ -60,7 +62,13 @@ def rows(d: Detections) -> list[Row]:
     ],
 )
 def test_confirm(native: list[Row], zoomed: list[Row], expected: list[Row]) -> None:
-    assert rows(confirm(dets(native), dets(zoomed), VEHICLE, conf=0.25)) == expected
+    assert CONFIRM_CEILING == 0.5
+    out = confirm(dets(native), dets(zoomed), VEHICLE, conf=0.25)
+    assert rows(out) == expected
+    # the native score stays beside the confirmed one (vetoes judge by it)
+    native_of = {tuple(round(v) for v in r[:4]): r[4] for r in native}
+    kept = [native_of[tuple(round(float(v)) for v in box)] for box in out.xyxy]
+    assert [round(float(v), 2) for v in out.data[NATIVE_CONFIDENCE]] == kept
 
 
 class ScriptedBackend(InferenceBackend):
@@ -88,6 +96,35 @@ def test_zoom_backend_runs_both_passes_once_per_batch_and_lowers_the_native_floo
     out = zoom.infer([np.zeros((720, 1280, 3), np.uint8)] * 3)
     assert inner.calls == big.calls == [3]
     assert [rows(d) for d in out] == [[(100, 300, 500, 700, 0.6, 1), (800, 100, 830, 120, 0.57, 0)]] * 3
+    assert (zoom.frames, zoom.zoomed_frames) == (3, 3)
+
+
+class PerImageBackend(ScriptedBackend):
+    """Returns, for each image, the detections scripted for its first pixel value."""
+
+    def __init__(self, imgsz: int, by_pixel: dict[int, list[Row]]) -> None:
+        super().__init__(imgsz, [])
+        self.by_pixel = by_pixel
+
+    def infer(self, images: Sequence[Image]) -> list[Detections]:
+        self.calls.append(len(images))
+        return [dets([r for r in self.by_pixel[int(img[0, 0, 0])] if r[4] >= self.conf]) for img in images]
+
+
+def test_zoom_backend_asks_only_about_frames_with_an_unsure_box() -> None:
+    """Frame 0: only a sure car (0.8); frame 1: nothing; frame 2: a far car at 0.3. Only frame 2 goes to
+    the zoomed pass."""
+    near, far = (100, 300, 500, 700, 0.8, 0), (800, 100, 830, 120, 0.3, 0)
+    inner = PerImageBackend(640, {0: [near], 1: [], 2: [near, far]})
+    big = PerImageBackend(960, {2: [(100, 300, 500, 700, 0.95, 0), (801, 101, 831, 121, 0.7, 0)]})
+    zoom = ZoomBackend(inner, big)
+    frames = [np.full((720, 1280, 3), value, np.uint8) for value in (0, 1, 2)]
+    out = zoom.infer(frames)
+    assert big.calls == [1] and (zoom.frames, zoom.zoomed_frames) == (3, 1)
+    assert [rows(d) for d in out] == [[near], [], [near, (800, 100, 830, 120, 0.7, 0)]]
+    big.calls.clear()
+    zoom.infer(frames[:2])
+    assert big.calls == []  # nothing unsure: the zoomed pass does not run at all
 
 
 def test_zoom_backend_refusals() -> None:

@@ -22,6 +22,7 @@ from detector.commands.evalclips.judge import Case, Seen, Verdict, cases_from_ev
 from detector.commands.evalclips.resolve import ClipRun, EvalInputError
 from detector.commands.evalclips.spec import LABEL_RULE, RULE_LABEL, StillClip, VideoClip
 from detector.commands.replay import replay
+from detector.inference.zoom import ZoomBackend
 from detector.rules.base import class_mask
 from detector.sources import SourceError
 from detector.sources.pyav import FileSource
@@ -152,10 +153,13 @@ def _draw_still(image: npt.NDArray[np.uint8], verdict: Verdict, path: Path) -> N
 
 
 def _names(run: ClipRun) -> dict[str, str]:
-    """Rule -> the model that served it: ``name@version (backend precision)``."""
+    """Rule -> the model that served it: ``name@version (backend precision)``, and what confirmed it where
+    a zoomed pass did (``, confirmed at 960 px by yolov8n-coco-far@1.0.0``)."""
     plan = run.models.plan(run.stream)
     out = {}
     for rule, mid in sorted(plan.rules.items()):
         m = run.models.models[mid]
         out[rule] = f"{m.info.name}@{m.info.version} ({m.kind} {m.precision})"
+        if isinstance(m.backend, ZoomBackend):
+            out[rule] += f", confirmed at {m.backend.zoomed.imgsz} px by {m.backend.zoomed_by}"
     return out
