@@ -68,12 +68,12 @@ def measure(
     vehicle_conf: float,
     limit: int | None = None,
     zoom_imgsz: int | None = None,
+    zoom_model: str | None = None,
 ) -> dict[str, Any]:
     conf = min(min_score, vehicle_conf)
-    if ref is not None and Path(ref).exists():  # a weights file (.onnx, .pt, *_openvino_model)
-        cfg = ModelConfig(path=Path(ref), conf=conf, zoom_imgsz=zoom_imgsz)
-    else:
-        cfg = ModelConfig(name=ref, conf=conf, zoom_imgsz=zoom_imgsz)
+    path, name = (Path(ref), None) if ref is not None and Path(ref).exists() else (None, ref)
+    # a weights file (.onnx, .pt, *_openvino_model) or a manifest name
+    cfg = ModelConfig(name=name, path=path, conf=conf, zoom_imgsz=zoom_imgsz, zoom_model=zoom_model)
     model = load_model(cfg)
     labels = model.info.rule_labels
     names = model.info.class_names
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         help="manifest name[@version] or weights file; repeatable (default: the default)",
     )
     p.add_argument("--zoom-imgsz", type=int, default=None, help="also a whole-frame pass at this size")
+    p.add_argument("--zoom-model", default=None, help="the zoomed pass's model (default: the model itself)")
     p.add_argument("--iou", type=float, default=0.3, help="IoU that counts a vehicle as found (0.3)")
     p.add_argument("--min-score", type=float, default=0.35, help="rule threshold for invented objects")
     p.add_argument("--vehicle-conf", type=float, default=0.25, help="vehicle detection threshold (0.25)")
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         _data.needs("bench/real_labels.py", f"{a.folder} holds no images/*.jpg; it needs {FETCH}")
     limit = 8 if a.quick else None
     for ref in a.model or [None]:
-        result = measure(a.folder, ref, a.iou, a.min_score, a.vehicle_conf, limit, a.zoom_imgsz)
+        result = measure(a.folder, ref, a.iou, a.min_score, a.vehicle_conf, limit, a.zoom_imgsz, a.zoom_model)
         print(json.dumps({"folder": str(a.folder), **result}))
     return 0
 

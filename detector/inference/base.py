@@ -164,6 +164,34 @@ class InferenceBackend(ABC):
         return f"{type(self).__name__}(imgsz={self.imgsz}, classes={len(self.class_names)})"
 
 
+class WrappingBackend(InferenceBackend):
+    """A backend made of others (a tile pass, a zoomed pass): it takes the first one's classes, size and
+    thresholds, and hands class groups, warm-up and close to every one of them."""
+
+    def __init__(self, inner: InferenceBackend, *others: InferenceBackend) -> None:
+        self.inner, self.parts = inner, (inner, *others)
+        self.class_names = inner.class_names
+        self.imgsz, self.conf, self.iou = inner.imgsz, inner.conf, inner.iou
+        self.name = inner.name  # type: ignore[misc]
+
+    @property
+    def class_groups(self) -> tuple[tuple[int, ...], ...]:
+        return self.inner.class_groups
+
+    @class_groups.setter
+    def class_groups(self, value: tuple[tuple[int, ...], ...]) -> None:
+        for part in self.parts:
+            part.class_groups = value
+
+    def warmup(self) -> None:
+        for part in self.parts:
+            part.warmup()
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
 class TensorYoloBackend(InferenceBackend):
     """Letterbox -> NCHW float tensor -> runtime -> YOLO decode + NMS -> boxes in original pixels.
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from detector.contracts.detections import Detections, FloatArray, box_iou
-from detector.inference.base import Image, InferenceBackend
+from detector.inference.base import Image, InferenceBackend, WrappingBackend
 
 Window = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
 EDGE_PX = 2.0  # a tile box this close to an inner tile edge is cut by it
@@ -110,7 +110,7 @@ def _origin(parts: Sequence[Detections]) -> np.ndarray:
     return np.concatenate(flags) if flags else np.zeros(0, bool)
 
 
-class TiledBackend(InferenceBackend):
+class TiledBackend(WrappingBackend):
     """Wraps a backend: whole frame plus an ``grid x grid`` tile pass, merged (module docstring)."""
 
     def __init__(
@@ -118,19 +118,8 @@ class TiledBackend(InferenceBackend):
     ) -> None:
         if grid < 2:
             raise ValueError(f"tiles {grid}: a tiled backend needs a grid of at least 2")
-        self.inner = inner
+        super().__init__(inner)
         self.grid, self.overlap, self.min_scale = grid, overlap, min_scale
-        self.class_names = inner.class_names
-        self.imgsz, self.conf, self.iou = inner.imgsz, inner.conf, inner.iou
-        self.name = inner.name  # type: ignore[misc]
-
-    @property
-    def class_groups(self) -> tuple[tuple[int, ...], ...]:
-        return self.inner.class_groups
-
-    @class_groups.setter
-    def class_groups(self, value: tuple[tuple[int, ...], ...]) -> None:
-        self.inner.class_groups = value
 
     def windows(self, image: Image) -> list[Window]:
         """The tiles of ``image``: none when it is smaller than ``min_scale`` times the model input."""
@@ -154,12 +143,6 @@ class TiledBackend(InferenceBackend):
             height, width = img.shape[:2]
             out.append(merge_passes(results[index], tiles, height, width, group_of))
         return out
-
-    def warmup(self) -> None:
-        self.inner.warmup()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def __repr__(self) -> str:
         return f"TiledBackend({self.inner!r}, grid={self.grid}, overlap={self.overlap})"

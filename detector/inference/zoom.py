@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from detector.contracts.detections import NATIVE_CONFIDENCE, Detections, box_iou
-from detector.inference.base import Image, InferenceBackend
+from detector.inference.base import Image, InferenceBackend, WrappingBackend
 
 CONFIRM_FLOOR = 0.2  # the native pass keeps boxes down to this score for the zoomed pass to confirm
 CONFIRM_CEILING = 0.5  # a native box at this score or above is sure enough: not asked about
@@ -70,7 +70,7 @@ def confirm(
     return out[np.argsort(-out.confidence, kind="stable")]
 
 
-class ZoomBackend(InferenceBackend):
+class ZoomBackend(WrappingBackend):
     """Wraps a backend: the whole frame at the native size, confirmed by ``zoomed`` (the same or a kindred
     model, same classes, loaded at a larger input size); module docstring."""
 
@@ -85,22 +85,11 @@ class ZoomBackend(InferenceBackend):
             raise ValueError(f"zoom_imgsz {zoomed.imgsz} must be larger than the model's imgsz {inner.imgsz}")
         if list(zoomed.class_names) != list(inner.class_names):
             raise ValueError("the zoomed pass's model must have the same classes, in the same order")
-        self.inner, self.zoomed = inner, zoomed
+        super().__init__(inner, zoomed)
+        self.zoomed = zoomed
         self.zoomed_by = zoomed_by  # what runs the zoomed pass, for reports
-        self.class_names = inner.class_names
-        self.imgsz, self.conf, self.iou = inner.imgsz, inner.conf, inner.iou
         inner.conf = min(inner.conf, floor)  # candidates for the zoomed pass to confirm
-        self.name = inner.name  # type: ignore[misc]
         self.frames = self.zoomed_frames = 0  # frames seen / frames the zoomed pass was asked about
-
-    @property
-    def class_groups(self) -> tuple[tuple[int, ...], ...]:
-        return self.inner.class_groups
-
-    @class_groups.setter
-    def class_groups(self, value: tuple[tuple[int, ...], ...]) -> None:
-        self.inner.class_groups = value
-        self.zoomed.class_groups = value
 
     def infer(self, images: Sequence[Image]) -> list[Detections]:
         native = self.inner.infer(images)
@@ -111,14 +100,6 @@ class ZoomBackend(InferenceBackend):
         group_of = {cls: g for g, members in enumerate(self.class_groups) for cls in members}
         empty = Detections.empty()
         return [confirm(n, zoomed.get(i, empty), group_of, self.conf) for i, n in enumerate(native)]
-
-    def warmup(self) -> None:
-        self.inner.warmup()
-        self.zoomed.warmup()
-
-    def close(self) -> None:
-        self.inner.close()
-        self.zoomed.close()
 
     def __repr__(self) -> str:
         return f"ZoomBackend({self.inner!r}, zoomed={self.zoomed!r})"
