@@ -11,8 +11,9 @@ frame at the model's size plus once more at that size; detector/inference/tiling
 ``tests/realworld/images`` (``vehicles_ge_0_5``). The zoomed pass runs only on a frame where the native
 pass has an unsure box (detector/inference/zoom.py), so the 1080p frame is its worst case; ``clips`` says
 what it costs on real and synthetic video: per clip (the real street clip and the bundled scenarios,
-sampled every ``--every`` s like a stream), the share of samples the zoomed pass ran on
-(``zoomed_share``) and ms per sample against the plain model on the same samples (``ratio``).
+sampled every ``--every`` s and sent one at a time like a stream's, so the zoomed pass runs at most every
+``zoom_every_s`` (10 s) and its memory serves the samples between), the share of samples the zoomed pass
+ran on (``zoomed_share``) and ms per sample against the plain model on the same samples (``ratio``).
 Prints one JSON object; the CPU model is in ``cpu``.
 """
 
@@ -88,17 +89,19 @@ def samples(clip: Path, every_s: float) -> list[np.ndarray]:
     return out
 
 
-def clip_cost(plain: InferenceBackend, zoomed: InferenceBackend, frames: list[np.ndarray]) -> dict[str, Any]:
+def clip_cost(
+    plain: InferenceBackend, zoomed: InferenceBackend, frames: list[np.ndarray], name: str, every_s: float
+) -> dict[str, Any]:
     """``zoomed_share`` and ms per sample of ``zoomed`` (a ZoomBackend) vs ``plain`` on ``frames``, one
-    sample at a time as a stream sends them."""
+    sample at a time as a stream sends them (``infer_streams``: the zoomed pass's memory at work)."""
     plain.infer(frames[:1])
     zoomed.infer(frames[:1])
     counts = (getattr(zoomed, "frames", 0), getattr(zoomed, "zoomed_frames", 0))
     ms = []
     for backend in (plain, zoomed):
         start = time.perf_counter()
-        for frame in frames:
-            backend.infer([frame])
+        for i, frame in enumerate(frames):
+            backend.infer_streams([frame], [(name, i * every_s)])
         ms.append(1000.0 * (time.perf_counter() - start) / len(frames))
     seen = getattr(zoomed, "frames", 0) - counts[0]
     share = (getattr(zoomed, "zoomed_frames", 0) - counts[1]) / seen if seen else None
@@ -150,7 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row | {"ms_per_frame": round(ms, 1), "vehicles_ge_0_5": found})
         for name, frames in clip_frames.items():
             _common.log(f"zoom_imgsz {zoom}: {len(frames)} samples of {name}")
-            clips.append({"clip": name, "zoom_imgsz": zoom} | clip_cost(plain, loaded.backend, frames))
+            clips.append(
+                {"clip": name, "zoom_imgsz": zoom}
+                | clip_cost(plain, loaded.backend, frames, name, args.every)
+            )
         loaded.backend.close()
     plain.close()
     base = rows[0]["ms_per_frame"] if rows and rows[0]["grid"] == 1 else None

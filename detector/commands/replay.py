@@ -69,7 +69,7 @@ def replay(
     first_pts = last_pts = 0.0
 
     def run_batch() -> None:
-        dets = infer([f.image for f in pending])
+        dets = infer([f.image for f in pending], [(f.stream_id, f.ts) for f in pending])
         for f, d in zip(pending, dets, strict=True):
             events.extend(pipeline.process(f.ts, f.image, d))
         pending.clear()
@@ -90,15 +90,16 @@ def replay(
 
 
 def _inference(stream: StreamConfig, models: RuleModelSet | InferenceBackend) -> Any:
-    """A function from a batch of images to one (merged) Detections per image."""
+    """A function from a batch of images and their ``(stream id, frame time)`` to one (merged) Detections
+    per image (``InferenceBackend.infer_streams``)."""
     if isinstance(models, InferenceBackend):
-        return models.infer
+        return models.infer_streams
     plan = models.plan(stream)
     if len(plan.needed) == 1 and len(models.models) == 1:
-        return models.models[plan.needed[0]].backend.infer
+        return models.models[plan.needed[0]].backend.infer_streams
 
-    def infer(images: list[Any]) -> list[Detections]:
-        answers = {mid: models.models[mid].backend.infer(images) for mid in plan.needed}
+    def infer(images: list[Any], sources: list[tuple[str, float]]) -> list[Detections]:
+        answers = {mid: models.models[mid].backend.infer_streams(images, sources) for mid in plan.needed}
         return [plan.merge({mid: answers[mid][i] for mid in plan.needed}) for i in range(len(images))]
 
     return infer

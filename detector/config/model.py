@@ -62,10 +62,20 @@ class ModelConfig(BaseModel):
         ge=64,
         le=4096,
         description="Also run the model on the whole frame at this larger input size (e.g. 960 for a 640 "
-        "model) to confirm the native pass: each native box (kept down to score 0.1) takes the best score "
+        "model) to confirm the native pass: each unsure native box (score 0.2 to 0.5) takes the best score "
         "the zoomed pass gives it, so far, small objects get the larger pass's detail; boxes only the zoomed "
-        "pass sees are dropped. About (zoom_imgsz / imgsz)^2 more work per frame (less for a wide frame on "
-        "a dynamic export). None: off. See detector/inference/zoom.py.",
+        "pass sees are dropped. A zoomed pass costs about (zoom_imgsz / imgsz)^2 of the model's work (less "
+        "for a wide frame on a dynamic export); a stream's frames get one at most every zoom_every_s. "
+        "None: off. See detector/inference/zoom.py.",
+    )
+    zoom_every_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description="A stream's frames go to the zoomed pass at most this often (frame time); in between, a "
+        "box that stays where a zoomed pass confirmed it (IoU >= 0.7, within 60 s) keeps that pass's score: "
+        "a parked car stays confirmed, and the zoomed pass costs a fraction of its per-frame cost. 0: every "
+        "frame with an unsure box.",
     )
     zoom_model: str | None = Field(
         default=None,

@@ -153,6 +153,13 @@ class InferenceBackend(ABC):
     @abstractmethod
     def infer(self, images: Sequence[Image]) -> list[Detections]: ...
 
+    def infer_streams(
+        self, images: Sequence[Image], sources: Sequence[tuple[str, float]]
+    ) -> list[Detections]:
+        """``infer`` for stream frames, each with its ``(stream id, frame time)``. A backend that keeps
+        state per stream overrides it (the zoomed pass's memory, detector/inference/zoom.py)."""
+        return self.infer(images)
+
     def warmup(self) -> None:
         """Run once on a grey frame so the first real call is not the slow one."""
         self.infer([np.full((self.imgsz, self.imgsz, 3), 114, np.uint8)])

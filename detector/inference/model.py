@@ -202,7 +202,7 @@ def _passes(
             )
         zoomed_backend.class_groups = backend.class_groups
         log.info("model confirmed by a whole-frame pass at %d px (zoom_imgsz) of %s", cfg.zoom_imgsz, what)
-        backend = ZoomBackend(backend, zoomed_backend, zoomed_by=what)
+        backend = ZoomBackend(backend, zoomed_backend, zoomed_by=what, every_s=cfg.zoom_every_s)
     if cfg.tiles < 2:
         return backend
     log.info("model runs on the whole frame plus %dx%d tiles (tiles: %d)", cfg.tiles, cfg.tiles, cfg.tiles)

@@ -88,12 +88,15 @@ class ModelKey:
     tiles: int = 1
     zoom_imgsz: int | None = None
     zoom_model: str | None = None
+    zoom_every_s: float = 10.0
 
 
 def model_key(mc: ModelConfig, base_dir: Path | None, ref_of: Callable[[str | None], str]) -> ModelKey:
     path = model_path(mc, base_dir)
     source = f"path:{path.resolve()}" if path is not None else f"ref:{ref_of(mc.name)}"
-    return ModelKey(source, mc.backend, mc.conf, mc.iou, mc.imgsz, mc.tiles, mc.zoom_imgsz, mc.zoom_model)
+    return ModelKey(
+        source, mc.backend, mc.conf, mc.iou, mc.imgsz, mc.tiles, mc.zoom_imgsz, mc.zoom_model, mc.zoom_every_s
+    )
 
 
 def manifest_ref(name: str | None) -> str:

@@ -372,7 +372,9 @@ class InferenceService(threading.Thread):
     def _run_batch(self, model: str, batch: list[_Job]) -> None:
         t0 = time.perf_counter()
         try:
-            results = self.backends[model].infer([job.frame.image for job in batch])
+            results = self.backends[model].infer_streams(
+                [job.frame.image for job in batch], [(job.frame.stream_id, job.frame.ts) for job in batch]
+            )
         except InferenceError as err:
             with self._cv:
                 self.errors += 1

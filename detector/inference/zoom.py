@@ -15,11 +15,20 @@ zoomed pass sees is dropped. Only unsure boxes are asked about: a box the native
 ``CONFIRM_CEILING`` keeps its score, and a frame without an unsure box skips the zoomed pass (on a street
 of near, plainly seen cars it costs nothing). ``data[NATIVE_CONFIDENCE]`` keeps the native score: vetoes
 judge by it (detector.rules.engine.vetoing_boxes), so a box only the confirmation lifts overrules nothing.
+
+On a stream (``infer_streams``) the zoomed pass runs at most once every ``every_s`` of frame time, and only
+when an unsure box is not already remembered: each unsure box a zoomed pass looked at is remembered with
+that pass's score, and a later box of the same group that stays where it was (IoU >= ``STAY_IOU``, within
+``REMEMBER_S``) takes the remembered score without a new pass. What a parking case needs, a parked car
+confirmed at every sample, costs one zoomed pass per ``every_s`` at most instead of one per sample; a car
+that parks waits at most ``every_s`` for its confirmation.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,11 +37,29 @@ from detector.inference.base import Image, InferenceBackend, WrappingBackend
 
 CONFIRM_FLOOR = 0.2  # the native pass keeps boxes down to this score for the zoomed pass to confirm
 CONFIRM_CEILING = 0.5  # a native box at this score or above is sure enough: not asked about
+STAY_IOU = 0.7  # a box this close to a remembered one is the same, unmoved object
+REMEMBER_S = 60.0  # a zoomed pass's score is remembered this long (frame time)
 
 
 def unsure(dets: Detections, ceiling: float = CONFIRM_CEILING) -> bool:
     """Whether the native pass has a box the zoomed pass should confirm (one scoring below ``ceiling``)."""
     return bool(len(dets)) and bool((dets.confidence < ceiling).any())
+
+
+def groups(class_id: np.ndarray, group_of: dict[int, int]) -> np.ndarray:
+    """The class group of each class id (a class in no group is its own: ``-1 - id``)."""
+    return np.array([group_of.get(int(c), -1 - int(c)) for c in class_id], np.int64)
+
+
+def best_scores(native: Detections, zoomed: Detections, group_of: dict[int, int], match: float) -> np.ndarray:
+    """For each ``native`` box, the best score of a same-group ``zoomed`` box overlapping it (IoU >=
+    ``match``), 0 where there is none."""
+    if not len(native) or not len(zoomed):
+        return np.zeros(len(native), np.float32)
+    same = (groups(native.class_id, group_of)[:, None] == groups(zoomed.class_id, group_of)[None, :]) & (
+        box_iou(native.xyxy, zoomed.xyxy) >= match
+    )
+    return np.asarray(np.where(same, zoomed.confidence[None, :], 0.0).max(axis=1), np.float32)
 
 
 def confirm(
@@ -47,27 +74,57 @@ def confirm(
     overlapping it (IoU >= ``match``), then only the boxes at ``conf`` or above, best first, each with its
     native score in ``data[NATIVE_CONFIDENCE]``. ``group_of`` maps a class id to its group (classes not in
     it are their own group)."""
-    if not len(native):
-        return Detections(
-            native.xyxy,
-            native.confidence,
-            native.class_id,
-            native.tracker_id,
-            native.data | {NATIVE_CONFIDENCE: native.confidence},
-        )
     native_score = native.confidence.astype(np.float32)
-    score = native_score.copy()
-    if len(zoomed):
-        ng = np.array([group_of.get(int(c), -1 - int(c)) for c in native.class_id], np.int64)
-        zg = np.array([group_of.get(int(c), -1 - int(c)) for c in zoomed.class_id], np.int64)
-        same = (ng[:, None] == zg[None, :]) & (box_iou(native.xyxy, zoomed.xyxy) >= match)
-        best = np.where(same, zoomed.confidence[None, :], 0.0).max(axis=1).astype(np.float32)
-        score = np.where(score < ceiling, np.maximum(score, best), score)
+    best = best_scores(native, zoomed, group_of, match)
+    score = np.where(native_score < ceiling, np.maximum(native_score, best), native_score)
     keep = np.flatnonzero(score >= conf)
     out = native[keep]
     out.confidence = score[keep]
     out.data[NATIVE_CONFIDENCE] = native_score[keep]
     return out[np.argsort(-out.confidence, kind="stable")]
+
+
+@dataclass
+class Memory:
+    """One stream's remembered confirmations: boxes with their class group, the zoomed pass's score and
+    the frame time it was given; ``last`` is the frame time of the stream's last zoomed pass."""
+
+    last: float = float("-inf")
+    xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    group: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+
+    def went_back(self, ts: float) -> bool:
+        """Whether ``ts`` is before what this memory saw (a file replayed again, a clock set back)."""
+        return ts < self.last or bool(len(self.ts) and ts < self.ts.max())
+
+    def at(self, ts: float) -> Memory:
+        """What is remembered at ``ts``: the confirmations at most ``REMEMBER_S`` old."""
+        keep = ts - self.ts <= REMEMBER_S
+        return Memory(self.last, self.xyxy[keep], self.group[keep], self.score[keep], self.ts[keep])
+
+    def covers(self, boxes: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Which ``boxes`` (of ``groups``) stay where a remembered box of their group was."""
+        if not len(self.xyxy) or not len(boxes):
+            return np.zeros(len(boxes), bool)
+        same = (groups[:, None] == self.group[None, :]) & (box_iou(boxes, self.xyxy) >= STAY_IOU)
+        return np.asarray(same.any(axis=1))
+
+    def as_detections(self, class_of: dict[int, int]) -> Detections:
+        """The remembered boxes as detections (a class of each group), for :func:`confirm`."""
+        cls = np.array([class_of.get(int(g), -1 - int(g)) for g in self.group], np.int64)
+        return Detections(self.xyxy, self.score, cls)
+
+    def learn(self, ts: float, boxes: np.ndarray, groups: np.ndarray, scores: np.ndarray) -> None:
+        """Remember ``boxes`` as the zoomed pass scored them at ``ts``, replacing what they cover and
+        forgetting what is too old."""
+        old = (ts - self.ts <= REMEMBER_S) & ~Memory(xyxy=boxes, group=groups).covers(self.xyxy, self.group)
+        self.xyxy = np.concatenate([self.xyxy[old], boxes.astype(np.float32)])
+        self.group = np.concatenate([self.group[old], groups])
+        self.score = np.concatenate([self.score[old], scores.astype(np.float32)])
+        self.ts = np.concatenate([self.ts[old], np.full(len(boxes), ts)])
+        self.last = ts
 
 
 class ZoomBackend(WrappingBackend):
@@ -80,6 +137,7 @@ class ZoomBackend(WrappingBackend):
         zoomed: InferenceBackend,
         floor: float = CONFIRM_FLOOR,
         zoomed_by: str = "the same model",
+        every_s: float = 10.0,
     ) -> None:
         if zoomed.imgsz <= inner.imgsz:
             raise ValueError(f"zoom_imgsz {zoomed.imgsz} must be larger than the model's imgsz {inner.imgsz}")
@@ -88,18 +146,72 @@ class ZoomBackend(WrappingBackend):
         super().__init__(inner, zoomed)
         self.zoomed = zoomed
         self.zoomed_by = zoomed_by  # what runs the zoomed pass, for reports
+        self.every_s = every_s
         inner.conf = min(inner.conf, floor)  # candidates for the zoomed pass to confirm
         self.frames = self.zoomed_frames = 0  # frames seen / frames the zoomed pass was asked about
+        self._memory: dict[str, Memory] = {}
+        self._lock = threading.Lock()
+
+    def _groups(self) -> tuple[dict[int, int], dict[int, int]]:
+        """class id -> group, and group -> a class id of it."""
+        group_of = {cls: g for g, members in enumerate(self.class_groups) for cls in members}
+        return group_of, {g: members[0] for g, members in enumerate(self.class_groups) if members}
 
     def infer(self, images: Sequence[Image]) -> list[Detections]:
         native = self.inner.infer(images)
         ask = [i for i, dets in enumerate(native) if unsure(dets)]
         zoomed = dict(zip(ask, self.zoomed.infer([images[i] for i in ask]), strict=True)) if ask else {}
-        self.frames += len(images)
-        self.zoomed_frames += len(ask)
-        group_of = {cls: g for g, members in enumerate(self.class_groups) for cls in members}
+        self._count(len(images), len(ask))
+        group_of, _ = self._groups()
         empty = Detections.empty()
         return [confirm(n, zoomed.get(i, empty), group_of, self.conf) for i, n in enumerate(native)]
 
+    def infer_streams(
+        self, images: Sequence[Image], sources: Sequence[tuple[str, float]]
+    ) -> list[Detections]:
+        native = self.inner.infer(images)
+        group_of, class_of = self._groups()
+        with self._lock:
+            ask = self._plan(native, sources, group_of)
+        zoomed = dict(zip(ask, self.zoomed.infer([images[i] for i in ask]), strict=True)) if ask else {}
+        self._count(len(images), len(ask))
+        out = []
+        with self._lock:
+            for i, (dets, (stream, ts)) in enumerate(zip(native, sources, strict=True)):
+                memory = self._memory[stream]
+                if i in zoomed:  # confirmed by the pass; what it said of each unsure box is remembered
+                    low = dets.confidence < CONFIRM_CEILING
+                    best = best_scores(dets, zoomed[i], group_of, 0.5)
+                    memory.learn(ts, dets.xyxy[low], groups(dets.class_id[low], group_of), best[low])
+                    out.append(confirm(dets, zoomed[i], group_of, self.conf))
+                else:
+                    remembered = memory.at(ts).as_detections(class_of)
+                    out.append(confirm(dets, remembered, group_of, self.conf, match=STAY_IOU))
+        return out
+
+    def _plan(
+        self, native: Sequence[Detections], sources: Sequence[tuple[str, float]], group_of: dict[int, int]
+    ) -> list[int]:
+        """Which frames go to the zoomed pass: those with an unsure box that no remembered confirmation
+        covers, at most one per stream and ``every_s``."""
+        ask = []
+        for i, (dets, (stream, ts)) in enumerate(zip(native, sources, strict=True)):
+            memory = self._memory.get(stream)
+            if memory is None or memory.went_back(ts):
+                memory = self._memory[stream] = Memory()
+            if not unsure(dets) or ts - memory.last < self.every_s:
+                continue
+            low = dets.confidence < CONFIRM_CEILING
+            if memory.at(ts).covers(dets.xyxy[low], groups(dets.class_id[low], group_of)).all():
+                continue
+            memory.last = ts
+            ask.append(i)
+        return ask
+
+    def _count(self, frames: int, zoomed: int) -> None:
+        with self._lock:
+            self.frames += frames
+            self.zoomed_frames += zoomed
+
     def __repr__(self) -> str:
-        return f"ZoomBackend({self.inner!r}, zoomed={self.zoomed!r})"
+        return f"ZoomBackend({self.inner!r}, zoomed={self.zoomed!r}, every_s={self.every_s})"

@@ -91,6 +91,35 @@ def test_batches_frames_of_many_streams_and_keeps_each_streams_order(stop: threa
     assert svc.stats()["frames"] == 12 and svc.dropped == {"a": 0, "b": 0, "c": 0}
 
 
+class SourceBackend(RecordingBackend):
+    """Records the (stream id, frame time) the service hands to ``infer_streams`` with each image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[tuple[str, float]] = []
+
+    def infer_streams(
+        self, images: Sequence[np.ndarray], sources: Sequence[tuple[str, float]]
+    ) -> list[Detections]:
+        assert len(images) == len(sources)
+        self.sources += list(sources)
+        return self.infer(images)
+
+
+def test_the_backend_is_told_each_frames_stream_and_time(stop: threading.Event) -> None:
+    """A backend with per-stream state (the zoomed pass's memory) gets each image's stream and frame time."""
+    backend = SourceBackend()
+    svc = InferenceService(backend, stop, max_batch=4, per_stream=4, gather_s=0.02)
+    got = collect(svc, ["a", "b"])
+    svc.start()
+    for i in range(3):
+        for s in "ab":
+            svc.submit(frame(s, i, ts=100.0 + 2 * i), block=True)
+    wait_for(lambda: sum(map(len, got.values())) == 6)
+    assert sorted(backend.sources) == sorted((s, 100.0 + 2 * i) for i in range(3) for s in "ab")
+    assert [t for s, t in backend.sources if s == "a"] == [100.0, 102.0, 104.0]  # in each stream's order
+
+
 def test_live_stream_drops_its_oldest_frame_and_counts_it(stop: threading.Event) -> None:
     backend = RecordingBackend()
     backend.gate.clear()

@@ -141,3 +141,80 @@ def test_model_config_zoom() -> None:
     with pytest.raises(ValueError, match="zoom_imgsz is not set"):
         ModelConfig(zoom_model="yolov8n-coco-far")
     assert ModelConfig(zoom_imgsz=960, zoom_model="yolov8n-coco-far").zoom_model == "yolov8n-coco-far"
+
+
+class TimedBackend(ScriptedBackend):
+    """Returns, for each image, the detections scripted for its first pixel value (a frame number)."""
+
+    def __init__(self, imgsz: int, script: dict[int, list[Row]]) -> None:
+        super().__init__(imgsz, [])
+        self.script = script
+        self.seen: list[int] = []  # the frame numbers asked about
+
+    def infer(self, images: Sequence[Image]) -> list[Detections]:
+        self.calls.append(len(images))
+        self.seen += [int(img[0, 0, 0]) for img in images]
+        return [
+            dets([r for r in self.script.get(int(img[0, 0, 0]), []) if r[4] >= self.conf]) for img in images
+        ]
+
+
+def frame(n: int) -> np.ndarray:
+    return np.full((72, 128, 3), n, np.uint8)
+
+
+FAR = (800, 100, 830, 120)  # a far parked car the native pass sees at 0.3, the zoomed pass at 0.7
+
+
+def far_car(n: int, dx: int = 0, score: float = 0.3) -> Row:
+    return (FAR[0] + dx * n, FAR[1], FAR[2] + dx * n, FAR[3], score, 0)
+
+
+@pytest.mark.parametrize(
+    ("dx", "asked_at"),
+    [
+        # parked: confirmed once; the remembered score holds at every sample until it is 60 s old
+        (0, [0.0, 62.0]),
+        # moving (8 px a sample): never where it was confirmed, so a pass every 10 s (every_s), no more
+        (8, [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0]),
+    ],
+)
+def test_a_stream_gets_a_zoomed_pass_at_most_every_s_and_remembers_what_it_confirmed(
+    dx: int, asked_at: list[float]
+) -> None:
+    samples = range(0, 38)  # every 2 s for 74 s
+    inner = TimedBackend(640, {n: [far_car(n, dx)] for n in samples})
+    big = TimedBackend(960, {n: [far_car(n, dx, 0.7)] for n in samples})
+    zoom = ZoomBackend(inner, big, every_s=10.0)
+    zoom.class_groups = ((0, 1),)
+    scores = []
+    for n in samples[::2]:  # batches of 2 frames, as replay and the service send them
+        batch = [n, n + 1]
+        out = zoom.infer_streams([frame(m) for m in batch], [("cam-1", 2.0 * m) for m in batch])
+        scores += [round(float(d.confidence[0]), 2) if len(d) else None for d in out]
+    asked = [2.0 * n for n in big.seen]
+    remembered = [0.7] * len(scores)
+    if dx:  # a moving car keeps its confirmed score only in the frame the pass looked at
+        remembered = [0.7 if 2.0 * n in asked_at else 0.3 for n in samples]
+    assert asked == asked_at
+    assert scores == remembered
+
+
+def test_the_memory_is_per_stream_and_forgotten_when_time_goes_back() -> None:
+    inner = TimedBackend(640, {0: [far_car(0)], 1: [far_car(0)]})
+    big = TimedBackend(960, {0: [far_car(0, score=0.7)], 1: []})  # frame 1: the pass sees nothing there
+    zoom = ZoomBackend(inner, big, every_s=10.0)
+    zoom.class_groups = ((0, 1),)
+    # two streams in one batch: each gets its own pass and its own memory
+    out = zoom.infer_streams([frame(0), frame(1)], [("a", 100.0), ("b", 100.0)])
+    assert [rows(d) for d in out] == [[(*FAR, 0.7, 0)], [(*FAR, 0.3, 0)]] and zoom.zoomed_frames == 2
+    out = zoom.infer_streams([frame(1), frame(1)], [("a", 102.0), ("b", 102.0)])
+    assert zoom.zoomed_frames == 2  # both remembered: no pass
+    assert [rows(d) for d in out] == [[(*FAR, 0.7, 0)], [(*FAR, 0.3, 0)]]  # b: the pass did not confirm it
+    # stream a replayed from its start: its memory is gone, so it is asked again
+    out = zoom.infer_streams([frame(1)], [("a", 0.0)])
+    assert zoom.zoomed_frames == 3 and rows(out[0]) == [(*FAR, 0.3, 0)]
+    # a sure box only: no pass, nothing remembered changes it
+    inner.script[2] = [(100, 300, 500, 700, 0.8, 1)]
+    zoom.infer_streams([frame(2)], [("c", 0.0)])
+    assert zoom.zoomed_frames == 3
