@@ -21,7 +21,9 @@ when an unsure box is not already remembered: each unsure box a zoomed pass look
 that pass's score, and a later box of the same group that stays where it was (IoU >= ``STAY_IOU``, within
 ``REMEMBER_S``) takes the remembered score without a new pass. What a parking case needs, a parked car
 confirmed at every sample, costs one zoomed pass per ``every_s`` at most instead of one per sample; a car
-that parks waits at most ``every_s`` for its confirmation.
+that parks waits about ``every_s`` for its confirmation. A batch of stream frames gets at most
+``PER_BATCH`` zoomed passes (the streams that waited longest first), so streams started together do not
+all ask at once and the latency a batch adds stays bounded; under load each stream waits longer.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ CONFIRM_FLOOR = 0.2  # the native pass keeps boxes down to this score for the zo
 CONFIRM_CEILING = 0.5  # a native box at this score or above is sure enough: not asked about
 STAY_IOU = 0.7  # a box this close to a remembered one is the same, unmoved object
 REMEMBER_S = 60.0  # a zoomed pass's score is remembered this long (frame time)
+PER_BATCH = 2  # most frames of one batch of stream frames that get a zoomed pass (bounds the added latency)
 
 
 def unsure(dets: Detections, ceiling: float = CONFIRM_CEILING) -> bool:
@@ -193,20 +196,25 @@ class ZoomBackend(WrappingBackend):
         self, native: Sequence[Detections], sources: Sequence[tuple[str, float]], group_of: dict[int, int]
     ) -> list[int]:
         """Which frames go to the zoomed pass: those with an unsure box that no remembered confirmation
-        covers, at most one per stream and ``every_s``."""
-        ask = []
+        covers, at most one per stream and ``every_s``, and at most ``PER_BATCH`` per batch, the streams
+        that waited longest first (streams started together would otherwise all ask at once)."""
+        wanting: list[tuple[float, int, str]] = []
         for i, (dets, (stream, ts)) in enumerate(zip(native, sources, strict=True)):
             memory = self._memory.get(stream)
             if memory is None or memory.went_back(ts):
                 memory = self._memory[stream] = Memory()
+            if any(stream == s for _, _, s in wanting):
+                continue
             if not unsure(dets) or ts - memory.last < self.every_s:
                 continue
             low = dets.confidence < CONFIRM_CEILING
             if memory.at(ts).covers(dets.xyxy[low], groups(dets.class_id[low], group_of)).all():
                 continue
-            memory.last = ts
-            ask.append(i)
-        return ask
+            wanting.append((memory.last, i, stream))
+        wanting.sort()
+        for _, i, stream in wanting[:PER_BATCH]:
+            self._memory[stream].last = sources[i][1]
+        return sorted(i for _, i, _ in wanting[:PER_BATCH])
 
     def _count(self, frames: int, zoomed: int) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ import pytest
 from detector.config.model import ModelConfig
 from detector.contracts.detections import NATIVE_CONFIDENCE, Detections
 from detector.inference.base import Image, InferenceBackend
-from detector.inference.zoom import CONFIRM_CEILING, CONFIRM_FLOOR, ZoomBackend, confirm
+from detector.inference.zoom import CONFIRM_CEILING, CONFIRM_FLOOR, PER_BATCH, ZoomBackend, confirm
 
 NAMES = ["car", "truck", "person"]
 VEHICLE = {0: 0, 1: 0}  # car and truck are one group
@@ -218,3 +218,28 @@ def test_the_memory_is_per_stream_and_forgotten_when_time_goes_back() -> None:
     inner.script[2] = [(100, 300, 500, 700, 0.8, 1)]
     zoom.infer_streams([frame(2)], [("c", 0.0)])
     assert zoom.zoomed_frames == 3
+
+
+def test_a_batch_gets_at_most_per_batch_zoomed_passes_longest_waiting_streams_first() -> None:
+    """Five streams started together, each with an unsure far car that moves: PER_BATCH passes a batch,
+    the streams never asked (then the longest waiting) first, so the passes spread over the batches."""
+    assert PER_BATCH == 2
+    inner = TimedBackend(640, {n: [far_car(n, 8)] for n in range(10)})
+    big = TimedBackend(960, {n: [far_car(n, 8, 0.7)] for n in range(10)})
+    zoom = ZoomBackend(inner, big, every_s=10.0)
+    zoom.class_groups = ((0, 1),)
+    streams = ["s0", "s1", "s2", "s3", "s4"]
+    asked = []
+    for n in range(4):  # one frame of each stream per batch, every 2 s
+        before = len(big.seen)
+        zoom.infer_streams([frame(n)] * 5, [(s, 2.0 * n) for s in streams])
+        asked.append(len(big.seen) - before)
+    assert asked == [2, 2, 1, 0]  # 5 streams in 3 batches; none again before 10 s
+    # which ones: the first two of the batch, then the next two never asked, then the last
+    plan = ZoomBackend(TimedBackend(640, {}), TimedBackend(960, {}), every_s=10.0)
+    plan.class_groups = ((0, 1),)
+    car = [dets([far_car(1, 8)])] * 5
+    first = plan._plan(car, [(s, 0.0) for s in streams], VEHICLE)
+    second = plan._plan(car, [(s, 2.0) for s in streams], VEHICLE)
+    third = plan._plan(car, [(s, 4.0) for s in streams], VEHICLE)
+    assert (first, second, third) == ([0, 1], [2, 3], [4])
