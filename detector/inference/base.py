@@ -154,10 +154,11 @@ class InferenceBackend(ABC):
     def infer(self, images: Sequence[Image]) -> list[Detections]: ...
 
     def infer_streams(
-        self, images: Sequence[Image], sources: Sequence[tuple[str, float]]
+        self, images: Sequence[Image], sources: Sequence[tuple[str, float]], wait: bool = True
     ) -> list[Detections]:
         """``infer`` for stream frames, each with its ``(stream id, frame time)``. A backend that keeps
-        state per stream overrides it (the zoomed pass's memory, detector/inference/zoom.py)."""
+        state per stream overrides it (the zoomed pass's memory, detector/inference/zoom.py); ``wait=False``
+        (the live service) lets it do slower, optional work in the background instead of in this call."""
         return self.infer(images)
 
     def warmup(self) -> None:

@@ -373,7 +373,9 @@ class InferenceService(threading.Thread):
         t0 = time.perf_counter()
         try:
             results = self.backends[model].infer_streams(
-                [job.frame.image for job in batch], [(job.frame.stream_id, job.frame.ts) for job in batch]
+                [job.frame.image for job in batch],
+                [(job.frame.stream_id, job.frame.ts) for job in batch],
+                wait=False,
             )
         except InferenceError as err:
             with self._cv:

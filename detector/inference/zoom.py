@@ -23,13 +23,19 @@ that pass's score, and a later box of the same group that stays where it was (Io
 confirmed at every sample, costs one zoomed pass per ``every_s`` at most instead of one per sample; a car
 that parks waits about ``every_s`` for its confirmation. A batch of stream frames gets at most
 ``PER_BATCH`` zoomed passes (the streams that waited longest first), so streams started together do not
-all ask at once and the latency a batch adds stays bounded; under load each stream waits longer.
+all ask at once; under load each stream waits longer. In the live service (``wait=False``) the pass runs
+on a thread of its own beside the next batches, one job at a time, and adds no latency to any frame: the
+frame that asked keeps its native score and the stream's later frames get the confirmation. A replay
+(``wait=True``, the default) runs it in the call, so replays and ``citywatch eval-clips`` stay
+deterministic and the asking frame is confirmed at once.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,11 +43,13 @@ import numpy as np
 from detector.contracts.detections import NATIVE_CONFIDENCE, Detections, box_iou
 from detector.inference.base import Image, InferenceBackend, WrappingBackend
 
+log = logging.getLogger(__name__)
+
 CONFIRM_FLOOR = 0.2  # the native pass keeps boxes down to this score for the zoomed pass to confirm
 CONFIRM_CEILING = 0.5  # a native box at this score or above is sure enough: not asked about
 STAY_IOU = 0.7  # a box this close to a remembered one is the same, unmoved object
 REMEMBER_S = 60.0  # a zoomed pass's score is remembered this long (frame time)
-PER_BATCH = 2  # most frames of one batch of stream frames that get a zoomed pass (bounds the added latency)
+PER_BATCH = 2  # most frames of one batch of stream frames that get a zoomed pass
 
 
 def unsure(dets: Detections, ceiling: float = CONFIRM_CEILING) -> bool:
@@ -154,6 +162,8 @@ class ZoomBackend(WrappingBackend):
         self.frames = self.zoomed_frames = 0  # frames seen / frames the zoomed pass was asked about
         self._memory: dict[str, Memory] = {}
         self._lock = threading.Lock()
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoom")
+        self._job: Future[None] | None = None  # the live service's zoomed pass in the background
 
     def _groups(self) -> tuple[dict[int, int], dict[int, int]]:
         """class id -> group, and group -> a class id of it."""
@@ -170,27 +180,66 @@ class ZoomBackend(WrappingBackend):
         return [confirm(n, zoomed.get(i, empty), group_of, self.conf) for i, n in enumerate(native)]
 
     def infer_streams(
-        self, images: Sequence[Image], sources: Sequence[tuple[str, float]]
+        self, images: Sequence[Image], sources: Sequence[tuple[str, float]], wait: bool = True
     ) -> list[Detections]:
         native = self.inner.infer(images)
         group_of, class_of = self._groups()
         with self._lock:
-            ask = self._plan(native, sources, group_of)
-        zoomed = dict(zip(ask, self.zoomed.infer([images[i] for i in ask]), strict=True)) if ask else {}
+            for stream, ts in sources:
+                memory = self._memory.get(stream)
+                if memory is None or memory.went_back(ts):
+                    self._memory[stream] = Memory()
+            busy = self._job is not None and not self._job.done()
+            ask = [] if busy else self._plan(native, sources, group_of)
         self._count(len(images), len(ask))
+        if ask and not wait:  # live: the pass runs beside the next batches; later frames get its scores
+            job = [(images[i].copy(), native[i], *sources[i]) for i in ask]  # the caller may draw on its own
+            self._job = self._background.submit(self._learn_from, job, group_of)
+        zoomed = (
+            dict(zip(ask, self.zoomed.infer([images[i] for i in ask]), strict=True)) if ask and wait else {}
+        )
         out = []
         with self._lock:
             for i, (dets, (stream, ts)) in enumerate(zip(native, sources, strict=True)):
-                memory = self._memory[stream]
                 if i in zoomed:  # confirmed by the pass; what it said of each unsure box is remembered
-                    low = dets.confidence < CONFIRM_CEILING
-                    best = best_scores(dets, zoomed[i], group_of, 0.5)
-                    memory.learn(ts, dets.xyxy[low], groups(dets.class_id[low], group_of), best[low])
+                    self._learn(stream, ts, dets, zoomed[i], group_of)
                     out.append(confirm(dets, zoomed[i], group_of, self.conf))
                 else:
-                    remembered = memory.at(ts).as_detections(class_of)
+                    remembered = self._memory[stream].at(ts).as_detections(class_of)
                     out.append(confirm(dets, remembered, group_of, self.conf, match=STAY_IOU))
         return out
+
+    def _learn(
+        self, stream: str, ts: float, native: Detections, zoomed: Detections, group_of: dict[int, int]
+    ) -> None:
+        """Remember what the zoomed pass said of each unsure box of ``native`` (under the lock)."""
+        memory = self._memory.get(stream)
+        if memory is None or memory.went_back(ts):
+            return  # the stream started over while the pass ran: its answer is of another time
+        low = native.confidence < CONFIRM_CEILING
+        best = best_scores(native, zoomed, group_of, 0.5)
+        memory.learn(ts, native.xyxy[low], groups(native.class_id[low], group_of), best[low])
+
+    def _learn_from(self, job: list[tuple[Image, Detections, str, float]], group_of: dict[int, int]) -> None:
+        """The background zoomed pass of the live service: run it, remember what it says."""
+        try:
+            answers = self.zoomed.infer([image for image, *_ in job])
+        except Exception:  # a failed optional pass: the frames keep their native scores
+            log.exception("the zoomed pass failed on %d frames; they keep the native scores", len(job))
+            return
+        with self._lock:
+            for (_, native, stream, ts), zoomed in zip(job, answers, strict=True):
+                self._learn(stream, ts, native, zoomed, group_of)
+
+    def settle(self) -> None:
+        """Wait for the background zoomed pass, if one runs (tests, benches, close)."""
+        job = self._job
+        if job is not None:
+            job.result()
+
+    def close(self) -> None:
+        self._background.shutdown(wait=True)
+        super().close()
 
     def _plan(
         self, native: Sequence[Detections], sources: Sequence[tuple[str, float]], group_of: dict[int, int]
@@ -200,9 +249,7 @@ class ZoomBackend(WrappingBackend):
         that waited longest first (streams started together would otherwise all ask at once)."""
         wanting: list[tuple[float, int, str]] = []
         for i, (dets, (stream, ts)) in enumerate(zip(native, sources, strict=True)):
-            memory = self._memory.get(stream)
-            if memory is None or memory.went_back(ts):
-                memory = self._memory[stream] = Memory()
+            memory = self._memory.setdefault(stream, Memory())
             if any(stream == s for _, _, s in wanting):
                 continue
             if not unsure(dets) or ts - memory.last < self.every_s:

@@ -99,9 +99,9 @@ class SourceBackend(RecordingBackend):
         self.sources: list[tuple[str, float]] = []
 
     def infer_streams(
-        self, images: Sequence[np.ndarray], sources: Sequence[tuple[str, float]]
+        self, images: Sequence[np.ndarray], sources: Sequence[tuple[str, float]], wait: bool = True
     ) -> list[Detections]:
-        assert len(images) == len(sources)
+        assert len(images) == len(sources) and not wait  # live: optional work may go to the background
         self.sources += list(sources)
         return self.infer(images)
 

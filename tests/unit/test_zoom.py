@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -243,3 +244,51 @@ def test_a_batch_gets_at_most_per_batch_zoomed_passes_longest_waiting_streams_fi
     second = plan._plan(car, [(s, 2.0) for s in streams], VEHICLE)
     third = plan._plan(car, [(s, 4.0) for s in streams], VEHICLE)
     assert (first, second, third) == ([0, 1], [2, 3], [4])
+
+
+def test_live_the_zoomed_pass_runs_in_the_background_and_later_frames_get_its_score() -> None:
+    """``wait=False`` (the live service): the asking frame keeps its native score, the pass runs beside
+    the next batches (one job at a time), and the stream's later frames are confirmed from memory."""
+    inner = TimedBackend(640, {n: [far_car(0)] for n in range(4)})
+    big = TimedBackend(960, {0: [far_car(0, score=0.7)]})
+    big.gate = threading.Event()  # hold the pass
+
+    real_infer = big.infer
+
+    def held(images: Sequence[Image]) -> list[Detections]:
+        assert big.gate.wait(10)
+        return real_infer(images)
+
+    big.infer = held  # type: ignore[method-assign]
+    zoom = ZoomBackend(inner, big, every_s=0.0)
+    zoom.class_groups = ((0, 1),)
+    first = zoom.infer_streams([frame(0)], [("cam", 0.0)], wait=False)
+    assert rows(first[0]) == [(*FAR, 0.3, 0)]  # not waited for
+    # while the job runs, no other frame is asked about, and nothing is confirmed yet
+    second = zoom.infer_streams([frame(1)], [("cam-2", 0.0)], wait=False)
+    assert zoom.zoomed_frames == 1 and rows(second[0]) == [(*FAR, 0.3, 0)]
+    big.gate.set()
+    zoom.settle()
+    assert big.seen == [0]
+    third = zoom.infer_streams([frame(2), frame(3)], [("cam", 2.0), ("cam-2", 2.0)], wait=False)
+    assert rows(third[0]) == [(*FAR, 0.7, 0)]  # confirmed from memory, no new pass for it
+    assert rows(third[1]) == [(*FAR, 0.3, 0)] and zoom.zoomed_frames == 2  # cam-2's turn now
+    zoom.settle()
+    zoom.close()
+
+
+def test_live_a_failing_zoomed_pass_leaves_the_native_scores() -> None:
+    inner = TimedBackend(640, {0: [far_car(0)], 1: [far_car(0)]})
+    big = TimedBackend(960, {})
+
+    def broken(images: Sequence[Image]) -> list[Detections]:
+        raise RuntimeError("the runtime fell over")
+
+    big.infer = broken  # type: ignore[method-assign]
+    zoom = ZoomBackend(inner, big, every_s=0.0)
+    zoom.infer_streams([frame(0)], [("cam", 0.0)], wait=False)
+    zoom.settle()  # logged, not raised
+    out = zoom.infer_streams([frame(1)], [("cam", 2.0)], wait=False)
+    assert rows(out[0]) == [(*FAR, 0.3, 0)]
+    zoom.settle()
+    zoom.close()
