@@ -138,6 +138,14 @@ def probe_models(
     return out | {"models": per_model}
 
 
+def _section(section: dict[str, Any]) -> str:
+    """A rule_models section in a few words: its model, and the zoomed pass that confirms it, if any."""
+    name = section.get("name") or str(section.get("path"))
+    if section.get("zoom_imgsz"):
+        name += f" + zoomed pass at {section['zoom_imgsz']} px by {section.get('zoom_model') or 'itself'}"
+    return name
+
+
 def second_model_report(one: int, two: int, probes: list[dict[str, Any]]) -> dict[str, Any]:
     """The ``second_model`` key of capacity.py's JSON: streams sustained and each model's cost."""
 
@@ -147,9 +155,7 @@ def second_model_report(one: int, two: int, probes: list[dict[str, Any]]) -> dic
     best_one, best_two = at("one-model", one), at("two-models", two)
     return {
         "config": "streams.yaml: model + rule_models (global)",
-        "rule_models": {
-            k: v.get("name") or str(v.get("path")) for k, v in shipped_models()["rule_models"].items()
-        },
+        "rule_models": {k: _section(v) for k, v in shipped_models()["rule_models"].items()},
         "streams_one_model": one,
         "streams_two_models": two,
         "ratio": round(two / one, 2) if one else None,
