@@ -242,7 +242,8 @@ def test_from_the_desk_to_a_promoted_model_and_back(
 
     # 6. a short training run registers a new version with its card
     models = tmp_path / "models"
-    current = copy_models(models, [m["name"] for m in cfg.get("rule_models", {}).values()])
+    sections = cfg.get("rule_models", {}).values()  # their models, and those of their zoomed passes
+    current = copy_models(models, [ref for m in sections for ref in (m["name"], m.get("zoom_model")) if ref])
     env = {"CITYWATCH_MODELS_DIR": str(models)}
     train = ["train", "--data", str(ds / "dataset.yaml"), "--imgsz", "160", "--epochs", "1", "--batch", "4"]
     train += ["--workers", "0", "--name", "citywatch-bureau", "--version", "0.1.0"]

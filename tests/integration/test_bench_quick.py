@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-TILING_KEYS = {"model", "cpu", "frame", "grids"}
+TILING_KEYS = {"model", "cpu", "frame", "grids", "clips"}
 CASES_QUERY_KEYS = {"bench", "cases", "backend", "seed_s", "repeat", "count_limit", "p50_ms", "p95_ms",
                     "max_ms", "queries"}  # fmt: skip
 INGEST_KEYS = {"bench", "broker", "cpus", "results"}
@@ -88,6 +88,10 @@ def test_tiling(fresh_copy: Path) -> None:
         (1, 960),
     ]
     assert all(row["ms_per_frame"] > 0 and row["vehicles_ge_0_5"] for row in out["grids"])
+    # --quick: the real street clip, sampled like a stream, through the zoomed pass and without it
+    [clip] = out["clips"]
+    assert clip["clip"] == "street_curbside_parked_cars_fixedcam.mp4" and clip["samples"] > 30
+    assert 0.0 < clip["zoomed_share"] <= 1.0 and clip["ms_plain"] > 0 and clip["ratio"] > 0
 
 
 @pytest.mark.postgres
