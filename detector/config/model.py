@@ -74,8 +74,8 @@ class ModelConfig(BaseModel):
         le=3600.0,
         description="A stream's frames go to the zoomed pass at most this often (frame time); in between, a "
         "box that stays where a zoomed pass confirmed it (IoU >= 0.7, within 60 s) keeps that pass's score: "
-        "a parked car stays confirmed, and the zoomed pass costs a fraction of its per-frame cost. 0: every "
-        "frame with an unsure box.",
+        "a parked car stays confirmed, and the zoomed pass costs a fraction of its per-frame cost. 0: no "
+        "limit (a frame whose unsure boxes are all remembered still skips the pass).",
     )
     zoom_model: str | None = Field(
         default=None,
