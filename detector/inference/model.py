@@ -25,6 +25,8 @@ from detector.inference.zoom import ZoomBackend
 from detector.pipeline import ModelInfo
 
 log = logging.getLogger(__name__)
+# runtime threads of a zoomed pass: in the live service it runs beside the main pass (zoom.py)
+ZOOM_THREADS = 1
 
 #: For a model file given by path (no manifest entry): class names we know, mapped onto the four
 #: rule labels — citywatch's own classes and the COCO vehicle classes.
@@ -152,7 +154,7 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
         why = "model.backend in the config" if cfg.backend else f"the file type of model.path ({path.name})"
         log.info("model %s (%s) from %s: %s", path.stem, kind, path, why)
         zoom = partial(load_backend, kind, path, None, conf=cfg.conf, iou=cfg.iou, threads=threads)
-        return LoadedModel(_passes(backend, cfg, zoom, threads), info, path, kind, "fp32", why)
+        return LoadedModel(with_passes(backend, cfg, zoom, threads), info, path, kind, "fp32", why)
     try:
         entry = load_manifest().get(cfg.name)
         choice = choose_backend(entry, cfg, threads)
@@ -170,11 +172,11 @@ def load_model(cfg: ModelConfig, threads: int | None = None, base_dir: Path | No
         load_backend, choice.kind, path, entry.classes, conf=cfg.conf, iou=cfg.iou, threads=threads
     )
     return LoadedModel(
-        _passes(backend, cfg, zoom, threads), info, path, choice.kind, choice.precision, choice.why
+        with_passes(backend, cfg, zoom, threads), info, path, choice.kind, choice.precision, choice.why
     )
 
 
-def _passes(
+def with_passes(
     backend: InferenceBackend,
     cfg: ModelConfig,
     load_at: Callable[..., InferenceBackend],
@@ -190,12 +192,12 @@ def _passes(
         if cfg.zoom_model is not None:
             other = cfg.model_copy(update={"name": cfg.zoom_model, "path": None, "imgsz": cfg.zoom_imgsz})
             zoomed = load_model(
-                other.model_copy(update={"zoom_imgsz": None, "zoom_model": None, "tiles": 1}), threads
+                other.model_copy(update={"zoom_imgsz": None, "zoom_model": None, "tiles": 1}), ZOOM_THREADS
             )
             zoomed_backend = zoomed.backend
             what = f"{zoomed.info.name}@{zoomed.info.version}"
         else:
-            zoomed_backend, what = load_at(imgsz=cfg.zoom_imgsz), "the same model"
+            zoomed_backend, what = load_at(imgsz=cfg.zoom_imgsz, threads=ZOOM_THREADS), "the same model"
         if list(zoomed_backend.class_names) != list(backend.class_names):
             raise ModelResolveError(
                 f"zoom_model {cfg.zoom_model} does not have the classes of the model it confirms"

@@ -292,3 +292,19 @@ def test_live_a_failing_zoomed_pass_leaves_the_native_scores() -> None:
     assert rows(out[0]) == [(*FAR, 0.3, 0)]
     zoom.settle()
     zoom.close()
+
+
+def test_the_zoomed_pass_loads_with_its_own_thread_count() -> None:
+    """The zoomed pass runs beside the main pass in the live service: it gets ZOOM_THREADS runtime threads
+    (1), not the detector's, so it leaves a core to decoding and the main pass."""
+    from detector.inference.model import ZOOM_THREADS, with_passes
+
+    asked: list[dict[str, object]] = []
+
+    def load_at(**kwargs: object) -> ScriptedBackend:
+        asked.append(kwargs)
+        return ScriptedBackend(int(kwargs["imgsz"]), [])  # type: ignore[call-overload]
+
+    out = with_passes(ScriptedBackend(640, []), ModelConfig(zoom_imgsz=960), load_at, threads=2)
+    assert isinstance(out, ZoomBackend) and out.zoomed.imgsz == 960
+    assert ZOOM_THREADS == 1 and asked == [{"imgsz": 960, "threads": 1}]
