@@ -31,6 +31,7 @@ import numpy as np
 from detector.config.model import ModelConfig
 from detector.inference.base import InferenceBackend
 from detector.inference.model import load_model
+from detector.inference.zoom import ZoomBackend
 
 STILLS = _common.REPO / "tests" / "realworld" / "images"
 CLIPS = [
@@ -90,24 +91,23 @@ def samples(clip: Path, every_s: float) -> list[np.ndarray]:
 
 
 def clip_cost(
-    plain: InferenceBackend, zoomed: InferenceBackend, frames: list[np.ndarray], name: str, every_s: float
+    plain: InferenceBackend, zoomed: ZoomBackend, frames: list[np.ndarray], name: str, every_s: float
 ) -> dict[str, Any]:
-    """``zoomed_share`` and ms per sample of ``zoomed`` (a ZoomBackend) vs ``plain`` on ``frames``, one
-    sample at a time as a stream sends them (``infer_streams``: the zoomed pass's memory at work)."""
+    """``zoomed_share`` and ms per sample of ``zoomed`` vs ``plain`` on ``frames``, one sample at a time as
+    a stream sends them (``infer_streams``: the zoomed pass's memory at work)."""
     plain.infer(frames[:1])
     zoomed.infer(frames[:1])
-    counts = (getattr(zoomed, "frames", 0), getattr(zoomed, "zoomed_frames", 0))
+    frames0, zoomed0 = zoomed.frames, zoomed.zoomed_frames
     ms = []
     for backend in (plain, zoomed):
         start = time.perf_counter()
         for i, frame in enumerate(frames):
             backend.infer_streams([frame], [(name, i * every_s)])
         ms.append(1000.0 * (time.perf_counter() - start) / len(frames))
-    seen = getattr(zoomed, "frames", 0) - counts[0]
-    share = (getattr(zoomed, "zoomed_frames", 0) - counts[1]) / seen if seen else None
+    seen = zoomed.frames - frames0
     return {
         "samples": len(frames),
-        "zoomed_share": None if share is None else round(share, 3),
+        "zoomed_share": round((zoomed.zoomed_frames - zoomed0) / seen, 3) if seen else None,
         "ms_plain": round(ms[0], 1),
         "ms_zoom": round(ms[1], 1),
         "ratio": round(ms[1] / ms[0], 2),
@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
             name=args.model, zoom_imgsz=zoom, zoom_model=args.zoom_model, conf=0.25, batch=args.batch
         )
         loaded = load_model(cfg)
+        if not isinstance(loaded.backend, ZoomBackend):  # not reached: zoom_imgsz makes one
+            raise SystemExit(f"{args.model} with zoom_imgsz {zoom} loaded without its zoomed pass")
         ms = timing(loaded.backend, frame, args.frames, args.batch)
         found = vehicles(loaded.backend, stills)
         row = {"grid": 1, "zoom_imgsz": zoom, "zoom_model": args.zoom_model}

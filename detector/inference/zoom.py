@@ -95,6 +95,14 @@ def confirm(
     return out[np.argsort(-out.confidence, kind="stable")]
 
 
+def stays(boxes: np.ndarray, groups: np.ndarray, at: np.ndarray, at_groups: np.ndarray) -> np.ndarray:
+    """Which ``boxes`` (of ``groups``) lie where a box of ``at`` of their group is (IoU >= ``STAY_IOU``)."""
+    if not len(boxes) or not len(at):
+        return np.zeros(len(boxes), bool)
+    same = (groups[:, None] == at_groups[None, :]) & (box_iou(boxes, at) >= STAY_IOU)
+    return np.asarray(same.any(axis=1))
+
+
 @dataclass
 class Memory:
     """One stream's remembered confirmations: boxes with their class group, the zoomed pass's score and
@@ -117,10 +125,7 @@ class Memory:
 
     def covers(self, boxes: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """Which ``boxes`` (of ``groups``) stay where a remembered box of their group was."""
-        if not len(self.xyxy) or not len(boxes):
-            return np.zeros(len(boxes), bool)
-        same = (groups[:, None] == self.group[None, :]) & (box_iou(boxes, self.xyxy) >= STAY_IOU)
-        return np.asarray(same.any(axis=1))
+        return stays(boxes, groups, self.xyxy, self.group)
 
     def as_detections(self, class_of: dict[int, int]) -> Detections:
         """The remembered boxes as detections (a class of each group), for :func:`confirm`."""
@@ -130,7 +135,7 @@ class Memory:
     def learn(self, ts: float, boxes: np.ndarray, groups: np.ndarray, scores: np.ndarray) -> None:
         """Remember ``boxes`` as the zoomed pass scored them at ``ts``, replacing what they cover and
         forgetting what is too old."""
-        old = (ts - self.ts <= REMEMBER_S) & ~Memory(xyxy=boxes, group=groups).covers(self.xyxy, self.group)
+        old = (ts - self.ts <= REMEMBER_S) & ~stays(self.xyxy, self.group, boxes, groups)
         self.xyxy = np.concatenate([self.xyxy[old], boxes.astype(np.float32)])
         self.group = np.concatenate([self.group[old], groups])
         self.score = np.concatenate([self.score[old], scores.astype(np.float32)])
@@ -173,7 +178,7 @@ class ZoomBackend(WrappingBackend):
     def infer(self, images: Sequence[Image]) -> list[Detections]:
         native = self.inner.infer(images)
         ask = [i for i, dets in enumerate(native) if unsure(dets)]
-        zoomed = dict(zip(ask, self.zoomed.infer([images[i] for i in ask]), strict=True)) if ask else {}
+        zoomed = self._zoom(images, ask)
         self._count(len(images), len(ask))
         group_of, _ = self._groups()
         empty = Detections.empty()
@@ -195,9 +200,7 @@ class ZoomBackend(WrappingBackend):
         if ask and not wait:  # live: the pass runs beside the next batches; later frames get its scores
             job = [(images[i].copy(), native[i], *sources[i]) for i in ask]  # the caller may draw on its own
             self._job = self._background.submit(self._learn_from, job, group_of)
-        zoomed = (
-            dict(zip(ask, self.zoomed.infer([images[i] for i in ask]), strict=True)) if ask and wait else {}
-        )
+        zoomed = self._zoom(images, ask) if wait else {}
         out = []
         with self._lock:
             for i, (dets, (stream, ts)) in enumerate(zip(native, sources, strict=True)):
@@ -208,6 +211,10 @@ class ZoomBackend(WrappingBackend):
                     remembered = self._memory[stream].at(ts).as_detections(class_of)
                     out.append(confirm(dets, remembered, group_of, self.conf, match=STAY_IOU))
         return out
+
+    def _zoom(self, images: Sequence[Image], ask: list[int]) -> dict[int, Detections]:
+        """The zoomed pass over ``images[i]`` for each ``i`` of ``ask``, by index."""
+        return dict(zip(ask, self.zoomed.infer([images[i] for i in ask]), strict=True)) if ask else {}
 
     def _learn(
         self, stream: str, ts: float, native: Detections, zoomed: Detections, group_of: dict[int, int]
@@ -249,10 +256,8 @@ class ZoomBackend(WrappingBackend):
         that waited longest first (streams started together would otherwise all ask at once)."""
         wanting: list[tuple[float, int, str]] = []
         for i, (dets, (stream, ts)) in enumerate(zip(native, sources, strict=True)):
-            memory = self._memory.setdefault(stream, Memory())
-            if any(stream == s for _, _, s in wanting):
-                continue
-            if not unsure(dets) or ts - memory.last < self.every_s:
+            memory = self._memory[stream]
+            if stream in {s for _, _, s in wanting} or not unsure(dets) or ts - memory.last < self.every_s:
                 continue
             low = dets.confidence < CONFIRM_CEILING
             if memory.at(ts).covers(dets.xyxy[low], groups(dets.class_id[low], group_of)).all():

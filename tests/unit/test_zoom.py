@@ -237,13 +237,16 @@ def test_a_batch_gets_at_most_per_batch_zoomed_passes_longest_waiting_streams_fi
         asked.append(len(big.seen) - before)
     assert asked == [2, 2, 1, 0]  # 5 streams in 3 batches; none again before 10 s
     # which ones: the first two of the batch, then the next two never asked, then the last
-    plan = ZoomBackend(TimedBackend(640, {}), TimedBackend(960, {}), every_s=10.0)
-    plan.class_groups = ((0, 1),)
-    car = [dets([far_car(1, 8)])] * 5
-    first = plan._plan(car, [(s, 0.0) for s in streams], VEHICLE)
-    second = plan._plan(car, [(s, 2.0) for s in streams], VEHICLE)
-    third = plan._plan(car, [(s, 4.0) for s in streams], VEHICLE)
-    assert (first, second, third) == ([0, 1], [2, 3], [4])
+    inner = TimedBackend(640, {k: [far_car(0)] for k in range(5)})  # frame k: stream k's view
+    big = TimedBackend(960, {})
+    zoom = ZoomBackend(inner, big, every_s=10.0)
+    zoom.class_groups = ((0, 1),)
+    which = []
+    for ts in (0.0, 2.0, 4.0):
+        before = len(big.seen)
+        zoom.infer_streams([frame(k) for k in range(5)], [(s, ts) for s in streams])
+        which.append(big.seen[before:])
+    assert which == [[0, 1], [2, 3], [4]]
 
 
 def test_live_the_zoomed_pass_runs_in_the_background_and_later_frames_get_its_score() -> None:
